@@ -1,0 +1,28 @@
+# Two entry points, both from a fresh clone (Python 3.11 and a Rust toolchain, nothing else):
+#   make demo   builds everything and runs an agent on this repository
+#   make test   builds everything and runs the whole test suite (Rust and Python)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TASK   ?= Where does raygent strip ANSI escape sequences from tool output?
+WORKSPACE ?= .
+
+.PHONY: demo test install
+
+install: $(VENV)/.installed
+
+# The editable install runs maturin, which builds the Rust extension raygent._native; it is
+# redone whenever the Rust sources or the package metadata change.
+$(VENV)/.installed: pyproject.toml Cargo.toml $(wildcard rust/src/*.rs)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/raygent run "$(TASK)" --workspace "$(WORKSPACE)"
+
+test: install
+	cargo test --quiet
+	$(BIN)/python -m mypy.stubtest raygent._native
+	$(BIN)/python -m pytest
