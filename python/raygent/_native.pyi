@@ -1,0 +1,279 @@
+"""Type stubs for ``raygent._native``, the Rust extension (PyO3).
+
+Three parts, one Rust module each: ECMA-48 stripping (``rust/src/ansi.rs``), incremental JSON
+(``rust/src/json_stream.rs``) and a buffer pool (``rust/src/pool.rs``).
+"""
+
+from typing import final
+
+__all__ = [
+    "AnsiStripper",
+    "BufferPool",
+    "JsonStream",
+    "JsonStreamError",
+    "__version__",
+    "strip_ansi",
+    "strip_ansi_bytes",
+]
+__version__: str
+
+# --- ANSI / ECMA-48 stripping (rust/src/ansi.rs) ---------------------------------------------
+
+def strip_ansi(text: str) -> str:
+    """Remove ECMA-48 control sequences from ``text``.
+
+    Removed: CSI sequences (private markers ``<=>?``, intermediates, colon sub-parameters);
+    OSC strings ended by BEL, ``ESC \\`` or U+009C (an OSC 8 hyperlink keeps only its visible
+    text); DCS, SOS, PM and APC strings, ended by ST or, tolerated, BEL; other escape sequences
+    (``ESC ( B``, ``ESC 7``, ``ESC =``, ``ESC M``, ``ESC # 8`` ...); and the C1 controls
+    U+0080..U+009F, of which U+009B, U+009D, U+0090, U+0098, U+009E and U+009F start
+    sequences like their ``ESC`` forms.
+
+    Kept: all text and every C0 control other than ESC (TAB, LF, CR, BS, BEL, NUL ...) and DEL,
+    as the ``strip-ansi`` npm package does; CR and BS are not interpreted. CAN (U+0018) and
+    SUB (U+001A) abort a sequence and are kept. A C0 control inside a CSI or ESC sequence is
+    kept and the sequence goes on (a terminal executes it); inside a control string it is
+    part of the string. A character at or above U+00A0 inside a CSI or ESC sequence ends the
+    sequence and is kept. An unterminated sequence at the end is dropped.
+
+    Parameters
+    ----------
+    text : str
+        Any text, including lone surrogates (e.g. from ``surrogateescape`` decoding), which
+        are kept.
+
+    Returns
+    -------
+    str
+        The text with every control sequence removed; ``text`` itself (the same object) when
+        it contains no ESC and no C1 control.
+
+    Raises
+    ------
+    TypeError
+        If ``text`` is not a ``str``.
+
+    Sources: ECMA-48 5th ed. (1991) sections 5.3-5.6 and 8.3; ECMA-35 section 13; the DEC
+    VT500 parser (https://vt100.net/emu/dec_ansi_parser). Deviations from the latter are
+    listed in the crate docs of ``rust/src/ansi.rs``.
+    """
+
+def strip_ansi_bytes(data: bytes) -> bytes:
+    """Remove ECMA-48 control sequences from raw terminal bytes.
+
+    Same sequences and the same kept controls as :func:`strip_ansi`. C1 controls are the
+    UTF-8 encodings of U+0080..U+009F (``C2 80`` .. ``C2 9F``) and any lone byte
+    0x80..0x9F that is not part of a valid UTF-8 sequence; a byte inside a valid multi-byte
+    character (``A9`` of "é" = ``C3 A9``, ``80`` of "›" = ``E2 80 BA``) is never touched.
+    Other invalid UTF-8 bytes are passed through unchanged. For UTF-8 input,
+    ``strip_ansi_bytes(s.encode()) == strip_ansi(s).encode()``.
+
+    Parameters
+    ----------
+    data : bytes
+        Raw bytes as a terminal program wrote them.
+
+    Returns
+    -------
+    bytes
+        The bytes with every control sequence removed; ``data`` itself (the same object) when
+        it is valid UTF-8 with no ESC and no C1 control.
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not ``bytes`` (``bytearray`` and ``memoryview`` are not accepted).
+    """
+
+@final
+class AnsiStripper:
+    """Streaming ECMA-48 stripper: state is kept across chunks, nothing is buffered.
+
+    For ``str`` chunks, ``"".join(feed(c) for c in chunks) + finish()`` equals
+    ``strip_ansi("".join(chunks))`` for any chunking, even one that cuts an escape sequence
+    in two. For ``bytes`` chunks it equals
+    ``strip_ansi_bytes(b"".join(chunks)).decode("utf-8", "replace")``, even when a chunk
+    boundary cuts a UTF-8 character: the stripped bytes are decoded incrementally, invalid
+    bytes becoming U+FFFD. Between calls the stripper holds only the parser state and at most
+    three bytes of a cut character.
+
+    The first chunk fixes the stream's kind; feeding the other kind before :meth:`finish`
+    raises ``TypeError`` and changes nothing.
+    """
+
+    def __init__(self) -> None: ...
+    def feed(self, chunk: str | bytes) -> str:
+        """Strip one chunk; return the text that is complete so far (possibly ``""``).
+
+        Raises ``TypeError`` if ``chunk`` is neither ``str`` nor ``bytes``, or is not of the
+        kind this stream started with.
+        """
+    def finish(self) -> str:
+        """End the stream and return its last text.
+
+        An unterminated sequence is dropped and a held incomplete UTF-8 character becomes
+        U+FFFD. The stripper is reset: it can start a new stream of either kind.
+        """
+
+# --- Incremental JSON (rust/src/json_stream.rs) -----------------------------------------------
+
+class JsonStreamError(ValueError):
+    """Malformed JSON fed to :class:`JsonStream`.
+
+    ``str(error)`` is ``"<reason> at byte <offset>"``, e.g. ``"expected ',' or '}' at byte 17"``.
+
+    Attributes
+    ----------
+    offset : int
+        Byte offset (from the first byte ever fed, across deltas) where the input stopped being
+        valid JSON; ``bytes_fed`` for ``"unexpected end of input"``.
+    reason : str
+        What was wrong, e.g. ``"expected ',' or '}'"``, ``"lone surrogate in \\u escape"``,
+        ``"nesting deeper than max_depth"``.
+    """
+
+    offset: int
+    reason: str
+
+@final
+class JsonStream:
+    """Incremental RFC 8259 parser for JSON that arrives in deltas (tool-call arguments).
+
+    Each :meth:`feed` does work proportional to the delta; nothing already parsed is parsed
+    again, and a value is converted to Python once, when it completes. Nesting is kept on an
+    explicit stack (no recursion), up to ``max_depth``.
+
+    Strict RFC 8259 (sections 2-8): whitespace is only space, tab, LF and CR; numbers without
+    leading zeros, ``+``, ``.5``, ``1.``, ``NaN`` or ``Infinity``; strings without raw control
+    characters and with only the RFC escapes; input must be UTF-8 without a BOM (a code point
+    may be split across deltas); exactly one top-level value, then only whitespace.
+
+    Where JSONTestSuite leaves the choice to the parser (``i_`` cases) this follows orjson,
+    except for float overflow:
+
+    - ``\\u`` escapes that leave a lone or inverted UTF-16 surrogate are rejected.
+    - Integers of any size become exact ``int`` (like ``json.loads``; orjson gives a float);
+      one longer than ``sys.get_int_max_str_digits()`` fails the stream, as ``json.loads``
+      fails.
+    - Floats are the same value as ``json.loads`` (correctly rounded); an exponent overflow
+      such as ``1e400`` gives ``inf`` (orjson rejects it) and underflow gives ``0.0``.
+    - Duplicate keys: the last value wins, at the key's first position.
+
+    Parameters
+    ----------
+    max_depth : int, default 512
+        Deepest nesting of arrays and objects accepted; deeper raises :class:`JsonStreamError`
+        at the opening bracket.
+
+    Raises
+    ------
+    JsonStreamError
+        From :meth:`feed` as soon as the input cannot be the prefix of a JSON text (including
+        anything but whitespace after the complete value), and from :meth:`finish` if the text
+        is incomplete. After an error the stream stays failed: :meth:`feed`, :meth:`partial`
+        and :meth:`finish` raise the same error again.
+    """
+
+    def __new__(cls, *, max_depth: int = 512) -> JsonStream: ...
+    def feed(self, delta: str | bytes) -> None:
+        """Parse ``delta`` on top of what was fed before.
+
+        Parameters
+        ----------
+        delta : str or bytes
+            The next piece of the text: UTF-8 bytes, or text (taken as its UTF-8 encoding; a
+            ``str`` holding a lone surrogate is invalid UTF-8 and fails the stream). ``str`` and
+            ``bytes`` deltas may be mixed.
+
+        Raises
+        ------
+        JsonStreamError
+            The input is no longer a prefix of a JSON text.
+        TypeError
+            ``delta`` is neither ``str`` nor ``bytes``.
+        """
+    def partial(self) -> object:
+        """The best value so far.
+
+        Complete members and elements, and an open string value's text so far (whole characters
+        only, no half escape); an incomplete number (``12`` may grow), literal (``tru``), key,
+        or a member whose value has not started, is left out: ``{"a": "hel`` gives
+        ``{"a": "hel"}``, ``{"a": 12`` gives ``{}``, ``[1, 2, `` gives ``[1, 2]``. ``None``
+        before the first value starts (or while a top-level number or literal is incomplete).
+
+        Returns
+        -------
+        object
+            Fresh copies of the open containers; completed values inside them are shared
+            between successive results and with :meth:`finish`'s result, so do not mutate them.
+
+        Raises
+        ------
+        JsonStreamError
+            The stream has failed.
+        """
+    def finish(self) -> object:
+        """End of input: return the complete value.
+
+        A top-level number still open (``123``) is completed here. May be called again; it
+        returns the same value.
+
+        Raises
+        ------
+        JsonStreamError
+            The text is incomplete (reason ``"unexpected end of input"``, offset ``bytes_fed``)
+            or the stream failed earlier.
+        """
+    @property
+    def bytes_fed(self) -> int:
+        """Total bytes fed so far (UTF-8 bytes for ``str`` deltas), failed deltas included."""
+    @property
+    def done(self) -> bool:
+        """True once a complete top-level value has been parsed and no error followed."""
+
+# --- Buffer pool (rust/src/pool.rs) -------------------------------------------------------------
+
+@final
+class BufferPool:
+    """A bounded pool of reusable ``bytearray`` encode buffers.
+
+    Used with ``msgspec.msgpack.Encoder.encode_into`` so repeated encodes reuse one allocation.
+    A released buffer is emptied but keeps its memory (``bytearray.clear()`` would free it);
+    CPython still shrinks a bytearray later resized to under half its allocation, so the memory
+    is reused best by messages of similar size.
+
+    Parameters
+    ----------
+    max_buffers : int, default 64
+        Buffers kept for reuse; a release beyond that drops the buffer.
+    max_buffer_bytes : int, default 4 MiB
+        A released buffer whose allocation exceeds this many bytes is dropped instead of kept
+        (bounds idle memory).
+    """
+
+    def __new__(cls, *, max_buffers: int = 64, max_buffer_bytes: int = 4 * 1024 * 1024) -> BufferPool: ...
+    def acquire(self) -> bytearray:
+        """An empty ``bytearray``: the most recently released one (a hit) or a new one (a miss)."""
+    def release(self, buffer: bytearray) -> None:
+        """Empty ``buffer`` and keep it for reuse, unless the pool is full or it is too large.
+
+        The caller must not use ``buffer`` afterwards.
+
+        Raises
+        ------
+        ValueError
+            ``buffer`` is already in the pool.
+        BufferError
+            ``buffer`` has live exports (an open ``memoryview``); it is left untouched.
+        TypeError
+            ``buffer`` is not a ``bytearray``.
+        """
+    @property
+    def hits(self) -> int:
+        """Acquires served from the pool."""
+    @property
+    def misses(self) -> int:
+        """Acquires that created a new buffer."""
+    @property
+    def available(self) -> int:
+        """Buffers currently pooled."""

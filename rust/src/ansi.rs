@@ -1,0 +1,929 @@
+//! ECMA-48 control-sequence stripping, one-shot and streaming.
+//!
+//! The parser is the DEC VT500-series state machine described by Paul Flo Williams
+//! (<https://vt100.net/emu/dec_ansi_parser>), which implements ECMA-48 5th edition (1991),
+//! sections 5.3 (C0/C1 control functions), 5.4 (control sequences), 5.5 (independent control
+//! functions) and 5.6 (control strings), plus the escape sequences of ECMA-35 section 13.
+//! It works on bytes; `str` input is its UTF-8 encoding. Nothing is buffered: every byte is
+//! either copied to the output or dropped as soon as it is read, so the only state carried
+//! between chunks is the parser state and at most three bytes of a UTF-8 character cut by a
+//! chunk boundary.
+//!
+//! What is removed:
+//! - CSI sequences (`ESC [` or C1 `0x9B`): parameters `0x30..=0x3F` (digits, `;`, `:`
+//!   sub-parameters, private markers `<=>?`), intermediates `0x20..=0x2F`, final `0x40..=0x7E`;
+//! - control strings: OSC (`ESC ]`, `0x9D`), DCS (`ESC P`, `0x90`), SOS (`ESC X`, `0x98`),
+//!   PM (`ESC ^`, `0x9E`) and APC (`ESC _`, `0x9F`), ended by ST (`ESC \` or `0x9C`) or BEL.
+//!   An OSC 8 hyperlink `ESC ]8;;url ST text ESC ]8;; ST` therefore leaves `text`;
+//! - other escape sequences: `ESC` + intermediates `0x20..=0x2F` + final `0x30..=0x7E`
+//!   (nF, Fp, Fe and Fs forms: `ESC ( B`, `ESC 7`, `ESC =`, `ESC M`, `ESC # 8`, `ESC c` ...);
+//! - C1 controls: the code points U+0080..U+009F (UTF-8 `C2 80..=C2 9F`) and, for byte input,
+//!   a lone byte `0x80..=0x9F` that is not part of a valid UTF-8 sequence. A byte inside a
+//!   valid multi-byte character (`0xA9` of "é" = `C3 A9`, `0x80` of "›" = `E2 80 BA`) is text.
+//!
+//! What is kept: all text, and every C0 control other than ESC (TAB, LF, CR, BS, BEL, NUL ...),
+//! like the JavaScript `strip-ansi` package: CR and BS change how a terminal draws a line, and
+//! rendering them is a separate concern from stripping. DEL (`0x7F`) outside a sequence is kept.
+//!
+//! Deviations from the DEC parser, each because a stripper only has to decide what is text:
+//! - The CSI sub-states (entry, param, intermediate, ignore) are one state, and so are the DCS
+//!   sub-states (entry, param, intermediate, passthrough, ignore): they differ only in whether
+//!   the sequence would be dispatched, and a stripper drops it either way. Colon sub-parameters
+//!   (ITU-T T.416, `ESC[38:2::255:0:0m`) are thereby accepted rather than sent to csi_ignore.
+//! - C0 controls that the DEC parser *executes* inside ESC and CSI sequences are kept in the
+//!   output (as in ground); those it *ignores* inside control strings are dropped with the
+//!   string. CAN (`0x18`) and SUB (`0x1A`) abort any sequence and are kept.
+//! - BEL ends DCS, SOS, PM and APC as well as OSC (DEC: only OSC, an xterm extension). Programs
+//!   that wrongly end them with BEL would otherwise make the stripper swallow all later text.
+//! - A character at or above U+00A0 (or, for bytes, an invalid UTF-8 byte at or above `0xA0`)
+//!   inside an ESC or CSI sequence aborts the sequence and is kept as text. The DEC parser folds
+//!   `0xA0..=0xFF` onto `0x20..=0x7F`, which is right for 8-bit character sets, not for UTF-8.
+//! - An unterminated sequence at the end of the input is dropped.
+
+use std::borrow::Cow;
+
+use memchr::memchr2;
+
+const ESC: u8 = 0x1B;
+const BEL: u8 = 0x07;
+const CAN: u8 = 0x18;
+const SUB: u8 = 0x1A;
+const DEL: u8 = 0x7F;
+/// UTF-8 lead byte of U+0080..U+00BF, which include the C1 controls U+0080..U+009F.
+const C1_LEAD: u8 = 0xC2;
+
+/// How input bytes are decoded into characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The concatenated input is valid UTF-8 (it came from a `&str`); it is not validated.
+    Text,
+    /// Arbitrary bytes: UTF-8 is decoded where valid, invalid bytes are passed through, and a
+    /// lone `0x80..=0x9F` byte outside any valid UTF-8 sequence is a C1 control.
+    Bytes,
+}
+
+/// The parser states of the DEC VT500 diagram, with the deviations listed in the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Ground,
+    Escape,
+    EscapeIntermediate,
+    /// csi_entry, csi_param, csi_intermediate and csi_ignore.
+    Csi,
+    OscString,
+    /// dcs_entry, dcs_param, dcs_intermediate, dcs_passthrough and dcs_ignore.
+    Dcs,
+    SosPmApcString,
+}
+
+/// One decoded element of the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unit {
+    /// A byte `0x00..=0x7F`.
+    Ascii(u8),
+    /// A C1 control, given as its code `0x80..=0x9F`.
+    C1(u8),
+    /// A character at or above U+00A0, or an invalid UTF-8 byte that is not a C1 control.
+    Other,
+}
+
+/// Decode the unit at the start of `bytes` (non-empty). Returns the unit and its length, or
+/// `None` when `bytes` is a proper prefix of a valid UTF-8 sequence that might be a C1
+/// control or a character and more input may follow (`at_end == false`).
+fn decode(bytes: &[u8], mode: Mode, at_end: bool) -> Option<(Unit, usize)> {
+    let b = bytes[0];
+    if b < 0x80 {
+        return Some((Unit::Ascii(b), 1));
+    }
+    match mode {
+        // Valid UTF-8 is trusted: only `C2 80..=9F` needs a look at the next byte; every other
+        // non-ASCII byte is text, so it can be taken one byte at a time.
+        Mode::Text => {
+            if b != C1_LEAD {
+                return Some((Unit::Other, 1));
+            }
+            match bytes.get(1) {
+                Some(&c @ 0x80..=0x9F) => Some((Unit::C1(c), 2)),
+                Some(_) => Some((Unit::Other, 1)),
+                None if at_end => Some((Unit::Other, 1)),
+                None => None,
+            }
+        }
+        Mode::Bytes => {
+            // Unicode 15, table 3-7 (well-formed UTF-8 byte sequences).
+            let (len, second) = match b {
+                0xC2..=0xDF => (2, 0x80..=0xBF),
+                0xE0 => (3, 0xA0..=0xBF),
+                0xE1..=0xEC | 0xEE..=0xEF => (3, 0x80..=0xBF),
+                0xED => (3, 0x80..=0x9F),
+                0xF0 => (4, 0x90..=0xBF),
+                0xF1..=0xF3 => (4, 0x80..=0xBF),
+                0xF4 => (4, 0x80..=0x8F),
+                0x80..=0x9F => return Some((Unit::C1(b), 1)),
+                _ => return Some((Unit::Other, 1)),
+            };
+            for k in 1..len {
+                let Some(&c) = bytes.get(k) else {
+                    return if at_end { Some((Unit::Other, 1)) } else { None };
+                };
+                let ok = if k == 1 {
+                    second.contains(&c)
+                } else {
+                    (0x80..=0xBF).contains(&c)
+                };
+                if !ok {
+                    // The lead byte is invalid on its own; what follows is decoded afresh, so a
+                    // stray `0x80..=0x9F` after it becomes a C1 control.
+                    return Some((Unit::Other, 1));
+                }
+            }
+            if b == C1_LEAD && bytes[1] <= 0x9F {
+                Some((Unit::C1(bytes[1]), 2))
+            } else {
+                Some((Unit::Other, len))
+            }
+        }
+    }
+}
+
+/// A streaming ECMA-48 stripper; see the module docs for what it removes and keeps.
+///
+/// The concatenated output of any sequence of [`feed`](Self::feed) calls followed by
+/// [`finish`](Self::finish) depends only on the concatenated input, not on how it was cut.
+#[derive(Clone, Debug)]
+pub struct Stripper {
+    state: State,
+    mode: Mode,
+    /// The start of a UTF-8 sequence cut by a chunk boundary (at most 3 bytes).
+    pending: [u8; 4],
+    pending_len: usize,
+}
+
+impl Stripper {
+    pub fn new(mode: Mode) -> Self {
+        Stripper {
+            state: State::Ground,
+            mode,
+            pending: [0; 4],
+            pending_len: 0,
+        }
+    }
+
+    /// Strip `input`, appending the text that is complete so far to `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let start = self.resume_pending(input, out, false);
+        self.run(input, start, out, false);
+    }
+
+    /// End the stream: flush a held partial character, drop an unterminated sequence and
+    /// reset to the initial state, so the stripper can be reused.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.resume_pending(&[], out, true);
+        self.state = State::Ground;
+    }
+
+    /// Complete the held partial character with the first bytes of `input`; returns how many
+    /// bytes of `input` were used.
+    fn resume_pending(&mut self, input: &[u8], out: &mut Vec<u8>, at_end: bool) -> usize {
+        let mut used = 0;
+        while self.pending_len > 0 {
+            let mut buf = [0u8; 4];
+            let held = self.pending_len;
+            let take = (4 - held).min(input.len() - used);
+            buf[..held].copy_from_slice(&self.pending[..held]);
+            buf[held..held + take].copy_from_slice(&input[used..used + take]);
+            let avail = held + take;
+            let Some((unit, len)) = decode(&buf[..avail], self.mode, at_end) else {
+                // Still a prefix, so `take` was limited by the input: all of it is now held.
+                self.pending[..avail].copy_from_slice(&buf[..avail]);
+                self.pending_len = avail;
+                return input.len();
+            };
+            self.step(unit, &buf[..len], out);
+            if len >= held {
+                used += len - held;
+                self.pending_len = 0;
+            } else {
+                // An invalid lead byte: the bytes held after it are decoded again.
+                self.pending.copy_within(len..held, 0);
+                self.pending_len = held - len;
+            }
+        }
+        used
+    }
+
+    /// Strip `input[i..]`. With `at_end`, a character cut at the end is decoded as invalid
+    /// bytes instead of being held for the next chunk.
+    fn run(&mut self, input: &[u8], mut i: usize, out: &mut Vec<u8>, at_end: bool) {
+        // End of the known-valid UTF-8 region that starts at or before `i` (bytes mode): the
+        // ground fast path may copy up to it without decoding. Kept across iterations so each
+        // byte is validated once.
+        let mut valid_end = match self.mode {
+            Mode::Text => input.len(),
+            Mode::Bytes => i,
+        };
+        while i < input.len() {
+            if self.state == State::Ground {
+                if i >= valid_end {
+                    valid_end = i + valid_utf8_prefix(&input[i..]);
+                }
+                i = copy_text(input, i, valid_end, out);
+                if i >= input.len() {
+                    break;
+                }
+            } else if let Some(inert) = self.inert_bytes() {
+                i += input[i..]
+                    .iter()
+                    .position(|b| !inert.contains(b))
+                    .unwrap_or(input.len() - i);
+                if i >= input.len() {
+                    break;
+                }
+            }
+            match decode(&input[i..], self.mode, at_end) {
+                Some((unit, len)) => {
+                    self.step(unit, &input[i..i + len], out);
+                    i += len;
+                }
+                None => {
+                    let rest = &input[i..];
+                    self.pending[..rest.len()].copy_from_slice(rest);
+                    self.pending_len = rest.len();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Bytes that leave the current state as it is and are dropped, so a run of them can be
+    /// skipped without stepping: parameters and intermediates of a CSI, printable ASCII in a
+    /// control string.
+    fn inert_bytes(&self) -> Option<std::ops::RangeInclusive<u8>> {
+        match self.state {
+            State::Csi => Some(0x20..=0x3F),
+            State::OscString | State::Dcs | State::SosPmApcString => Some(0x20..=DEL),
+            State::Ground | State::Escape | State::EscapeIntermediate => None,
+        }
+    }
+
+    /// Advance the state machine by one unit; `bytes` is the unit's encoding.
+    fn step(&mut self, unit: Unit, bytes: &[u8], out: &mut Vec<u8>) {
+        use State::*;
+        match unit {
+            Unit::Ascii(b) => self.step_ascii(b, out),
+            // The C1 "anywhere" transitions of the DEC diagram.
+            Unit::C1(c) => {
+                self.state = match c {
+                    0x90 => Dcs,
+                    0x98 | 0x9E | 0x9F => SosPmApcString,
+                    0x9B => Csi,
+                    0x9D => OscString,
+                    // ST and every other C1 control: removed, back to ground.
+                    _ => Ground,
+                };
+            }
+            Unit::Other => match self.state {
+                OscString | Dcs | SosPmApcString => {}
+                // Text in ground; inside ESC or CSI it aborts the sequence and is still text.
+                Ground | Escape | EscapeIntermediate | Csi => {
+                    self.state = Ground;
+                    out.extend_from_slice(bytes);
+                }
+            },
+        }
+    }
+
+    fn step_ascii(&mut self, b: u8, out: &mut Vec<u8>) {
+        use State::*;
+        // The C0 "anywhere" transitions.
+        match b {
+            ESC => {
+                self.state = Escape;
+                return;
+            }
+            CAN | SUB => {
+                out.push(b);
+                self.state = Ground;
+                return;
+            }
+            _ => {}
+        }
+        match self.state {
+            Ground => out.push(b),
+            Escape => match b {
+                0x00..=0x1F => out.push(b),
+                0x20..=0x2F => self.state = EscapeIntermediate,
+                b'[' => self.state = Csi,
+                b']' => self.state = OscString,
+                b'P' => self.state = Dcs,
+                b'X' | b'^' | b'_' => self.state = SosPmApcString,
+                DEL => {}
+                // esc_dispatch of a two-byte sequence (Fp, Fe, Fs), including `ESC \` (ST).
+                _ => self.state = Ground,
+            },
+            EscapeIntermediate => match b {
+                0x00..=0x1F => out.push(b),
+                0x20..=0x2F | DEL => {}
+                // esc_dispatch of an nF sequence (`ESC ( B`, `ESC # 8`).
+                _ => self.state = Ground,
+            },
+            Csi => match b {
+                0x00..=0x1F => out.push(b),
+                0x20..=0x3F | DEL => {}
+                // csi_dispatch on the final byte.
+                _ => self.state = Ground,
+            },
+            OscString | Dcs | SosPmApcString => {
+                if b == BEL {
+                    self.state = Ground;
+                }
+            }
+        }
+    }
+}
+
+/// Ground-state fast path: copy text from `input[i..]` up to the next byte that may start a
+/// sequence (ESC, a `C2` lead of a possible C1) or up to `valid_end`, the end of the region
+/// known to be UTF-8. Returns that index.
+fn copy_text(input: &[u8], mut i: usize, valid_end: usize, out: &mut Vec<u8>) -> usize {
+    loop {
+        let region = &input[i..valid_end];
+        let Some(k) = memchr2(ESC, C1_LEAD, region) else {
+            out.extend_from_slice(region);
+            return valid_end;
+        };
+        out.extend_from_slice(&region[..k]);
+        i += k;
+        // A `C2` that is not a C1 control is an ordinary character: copy it and go on.
+        if input[i] == C1_LEAD {
+            if let Some(&c) = input.get(i + 1) {
+                if !(0x80..=0x9F).contains(&c) && i + 1 < valid_end {
+                    out.push(C1_LEAD);
+                    i += 1;
+                    continue;
+                }
+            }
+        }
+        return i;
+    }
+}
+
+/// Length of the longest valid UTF-8 prefix of `bytes`.
+fn valid_utf8_prefix(bytes: &[u8]) -> usize {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes.len(),
+        Err(e) => e.valid_up_to(),
+    }
+}
+
+/// Index of the first byte of valid UTF-8 `bytes` where a sequence or C1 control starts.
+fn first_control_in_text(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(k) = memchr2(ESC, C1_LEAD, &bytes[from..]) {
+        let at = from + k;
+        if bytes[at] == ESC || matches!(bytes.get(at + 1), Some(0x80..=0x9F)) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Strip `data` in one go. Input without ESC, C1 controls or (in bytes mode) invalid UTF-8 is
+/// returned borrowed.
+///
+/// In [`Mode::Text`] `data` is expected to be UTF-8, or its generalisation that encodes lone
+/// surrogates (what Python's `surrogatepass` error handler writes): it is not validated, and
+/// every byte at or above `0x80` other than the `C2` lead of U+0080..U+009F is text.
+pub fn strip(data: &[u8], mode: Mode) -> Cow<'_, [u8]> {
+    let valid = match mode {
+        Mode::Text => data.len(),
+        Mode::Bytes => valid_utf8_prefix(data),
+    };
+    let start = match first_control_in_text(&data[..valid]) {
+        Some(at) => at,
+        None if valid == data.len() => return Cow::Borrowed(data),
+        None => valid,
+    };
+    Cow::Owned(strip_from(data, start, mode))
+}
+
+/// Strip `text` in one go. Text without ESC or C1 controls is returned borrowed.
+pub fn strip_str(text: &str) -> Cow<'_, str> {
+    match strip(text.as_bytes(), Mode::Text) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        // Whole characters are removed from valid UTF-8, so what is left is valid UTF-8.
+        Cow::Owned(out) => {
+            Cow::Owned(String::from_utf8(out).expect("stripping valid UTF-8 leaves valid UTF-8"))
+        }
+    }
+}
+
+/// Strip raw terminal bytes in one go ([`Mode::Bytes`]).
+pub fn strip_bytes(data: &[u8]) -> Cow<'_, [u8]> {
+    strip(data, Mode::Bytes)
+}
+
+/// `data[..start]` is plain text ending on a character boundary; strip the rest.
+fn strip_from(data: &[u8], start: usize, mode: Mode) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    out.extend_from_slice(&data[..start]);
+    let mut stripper = Stripper::new(mode);
+    stripper.run(data, start, &mut out, true);
+    stripper.finish(&mut out);
+    out
+}
+
+/// Lossy UTF-8 decoding of a byte stream cut into chunks: the concatenated output equals
+/// Python's `whole.decode("utf-8", "replace")` (and Rust's `String::from_utf8_lossy`), one
+/// U+FFFD per maximal invalid subpart (Unicode 15, section 3.9), for any chunking.
+#[derive(Clone, Debug, Default)]
+pub struct Utf8Decoder {
+    /// A valid but incomplete UTF-8 sequence at the end of the last chunk (at most 3 bytes).
+    pending: [u8; 4],
+    pending_len: usize,
+}
+
+impl Utf8Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut String) {
+        while self.pending_len > 0 {
+            let Some((&b, rest)) = bytes.split_first() else {
+                return;
+            };
+            self.pending[self.pending_len] = b;
+            let held = &self.pending[..=self.pending_len];
+            match std::str::from_utf8(held) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending_len = 0;
+                    bytes = rest;
+                }
+                Err(e) if e.error_len().is_none() => {
+                    self.pending_len += 1;
+                    bytes = rest;
+                }
+                // The held prefix is the maximal invalid subpart; `b` starts afresh.
+                Err(_) => {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                    self.pending_len = 0;
+                }
+            }
+        }
+        let mut chunks = bytes.utf8_chunks().peekable();
+        while let Some(chunk) = chunks.next() {
+            out.push_str(chunk.valid());
+            let bad = chunk.invalid();
+            if bad.is_empty() {
+                continue;
+            }
+            let incomplete = chunks.peek().is_none()
+                && std::str::from_utf8(bad).is_err_and(|e| e.error_len().is_none());
+            if incomplete {
+                self.pending[..bad.len()].copy_from_slice(bad);
+                self.pending_len = bad.len();
+            } else {
+                out.push(char::REPLACEMENT_CHARACTER);
+            }
+        }
+    }
+
+    /// End of the stream: a held incomplete sequence becomes U+FFFD. Resets the decoder.
+    pub fn finish(&mut self, out: &mut String) {
+        if self.pending_len > 0 {
+            out.push(char::REPLACEMENT_CHARACTER);
+            self.pending_len = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn strip(s: &str) -> String {
+        strip_str(s).into_owned()
+    }
+
+    fn strip_b(b: &[u8]) -> Vec<u8> {
+        strip_bytes(b).into_owned()
+    }
+
+    fn stream(chunks: &[&[u8]], mode: Mode) -> Vec<u8> {
+        let mut s = Stripper::new(mode);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    /// The reference: one unit at a time through `decode` and `step`, no fast paths, no
+    /// chunking.
+    fn naive(input: &[u8], mode: Mode) -> Vec<u8> {
+        let mut s = Stripper::new(mode);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < input.len() {
+            let (unit, len) = decode(&input[i..], mode, true).unwrap();
+            s.step(unit, &input[i..i + len], &mut out);
+            i += len;
+        }
+        out
+    }
+
+    fn one_shot(input: &[u8], mode: Mode) -> Vec<u8> {
+        match mode {
+            Mode::Text => strip(std::str::from_utf8(input).unwrap()).into_bytes(),
+            Mode::Bytes => strip_b(input),
+        }
+    }
+
+    /// Every 2-way split and 1-byte chunks agree with the one-shot result and the reference.
+    fn assert_split_invariant(input: &[u8], mode: Mode) {
+        let expected = one_shot(input, mode);
+        assert_eq!(
+            expected,
+            naive(input, mode),
+            "fast path vs reference on {input:?}"
+        );
+        for cut in 0..=input.len() {
+            let got = stream(&[&input[..cut], &input[cut..]], mode);
+            assert_eq!(got, expected, "split at {cut} of {input:?}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(stream(&bytes, mode), expected, "1-byte chunks of {input:?}");
+    }
+
+    #[test]
+    fn plain_text_is_borrowed() {
+        assert!(matches!(
+            strip_str("héllo › wörld\u{a0}©"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            strip_bytes("héllo › ©".as_bytes()),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(strip_str(""), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn sgr_removed() {
+        assert_eq!(strip("\x1b[1;31mred\x1b[0m plain"), "red plain");
+        assert_eq!(strip("\x1b[38;2;255;0;0mx\x1b[m"), "x");
+    }
+
+    #[test]
+    fn csi_with_private_marker() {
+        assert_eq!(
+            strip("a\x1b[?25lb\x1b[?1049hc\x1b[>4;2md\x1b[=5ue\x1b[<1;2;3Mf"),
+            "abcdef"
+        );
+    }
+
+    #[test]
+    fn csi_with_intermediate_and_colon_subparams() {
+        assert_eq!(
+            strip("a\x1b[2 qb\x1b[38:2::255:0:0mc\x1b[4:3md\x1b[!pe"),
+            "abcde"
+        );
+    }
+
+    #[test]
+    fn csi_executes_c0_inside() {
+        // A C0 control inside a CSI is executed by a terminal and the sequence goes on.
+        assert_eq!(strip("a\x1b[1\n;31mb"), "a\nb");
+    }
+
+    #[test]
+    fn eight_bit_csi() {
+        assert_eq!(strip("a\u{9b}31mb"), "ab");
+        assert_eq!(strip_b(b"a\x9b31mb"), b"ab");
+    }
+
+    #[test]
+    fn osc_terminated_by_bel() {
+        assert_eq!(strip("a\x1b]0;window title\x07b"), "ab");
+    }
+
+    #[test]
+    fn osc_terminated_by_st() {
+        assert_eq!(strip("a\x1b]2;title\x1b\\b"), "ab");
+    }
+
+    #[test]
+    fn osc_terminated_by_c1_st() {
+        assert_eq!(strip("a\x1b]0;title\u{9c}b"), "ab");
+        assert_eq!(strip_b(b"a\x1b]0;title\x9cb"), b"ab");
+        assert_eq!(strip("a\u{9d}0;title\u{9c}b"), "ab");
+    }
+
+    #[test]
+    fn osc_keeps_going_over_utf8_with_9c_continuation() {
+        // "Ŝ" is C5 9C: its 0x9C is a continuation byte, not ST.
+        let input = "a\x1b]8;;http://x/Ŝ\x1b\\link\x1b]8;;\x1b\\b";
+        assert_eq!(strip(input), "alinkb");
+        assert_eq!(strip_b(input.as_bytes()), b"alinkb");
+    }
+
+    #[test]
+    fn osc8_hyperlink_keeps_text() {
+        let input = "see \x1b]8;id=1;https://example.com/a?b=c\x1b\\the docs\x1b]8;;\x1b\\ now";
+        assert_eq!(strip(input), "see the docs now");
+        let bel = "\x1b]8;;file:///tmp/x\x07x.txt\x1b]8;;\x07";
+        assert_eq!(strip(bel), "x.txt");
+    }
+
+    #[test]
+    fn dcs_string() {
+        assert_eq!(strip("a\x1bP1$r0m\x1b\\b"), "ab");
+        assert_eq!(strip("a\x1bPq#0;2;0;0;0#0~~@@vv\x1b\\b"), "ab"); // sixel
+        assert_eq!(strip("a\u{90}payload\u{9c}b"), "ab");
+        // C0 controls inside a string are data of the string.
+        assert_eq!(strip("a\x1bPx\ny\x1b\\b"), "ab");
+    }
+
+    #[test]
+    fn sos_pm_apc_strings() {
+        assert_eq!(
+            strip("a\x1bXsos\x1b\\b\x1b^pm\x1b\\c\x1b_Gf=100;AAAA\x1b\\d"),
+            "abcd"
+        );
+        assert_eq!(strip("a\u{98}s\u{9c}b\u{9e}p\u{9c}c\u{9f}a\u{9c}d"), "abcd");
+    }
+
+    #[test]
+    fn strings_tolerate_bel() {
+        assert_eq!(strip("a\x1b_apc\x07b\x1bPdcs\x07c\x1bXsos\x07d"), "abcd");
+    }
+
+    #[test]
+    fn two_byte_escapes() {
+        for seq in [
+            "\x1b(B",
+            "\x1b)0",
+            "\x1b7",
+            "\x1b8",
+            "\x1b=",
+            "\x1b>",
+            "\x1bM",
+            "\x1bc",
+            "\x1b#8",
+            "\x1b%G",
+            "\x1b \x46",
+            "\x1bN",
+            "\x1b\\",
+        ] {
+            assert_eq!(strip(&format!("a{seq}b")), "ab", "{seq:?}");
+        }
+    }
+
+    #[test]
+    fn c1_controls_removed() {
+        assert_eq!(strip("a\u{85}b\u{84}c\u{8d}d"), "abcd");
+        assert_eq!(strip_b(b"a\x85b\x84c"), b"abc");
+    }
+
+    #[test]
+    fn c1_byte_inside_utf8_kept() {
+        // 0x9B inside "›" (E2 80 BA is U+203A; E2 80 9B is U+201B), 0xA9 of "é", 0x9C of "Ŝ".
+        let text = "é ‛ › Ŝ ƛ 𐀀 \u{a0}";
+        assert_eq!(strip_b(text.as_bytes()), text.as_bytes());
+        assert_eq!(strip(text), text);
+    }
+
+    #[test]
+    fn lone_c1_byte_after_invalid_lead_is_control() {
+        // E0 9B is not UTF-8 (E0 needs A0..BF next), so 0x9B is an 8-bit CSI.
+        assert_eq!(strip_b(b"\xe0\x9b31mx"), b"\xe0x");
+        // A stray continuation byte 0x9B with no lead byte.
+        assert_eq!(strip_b(b"x\x9b1my"), b"xy");
+        // Invalid bytes above 0x9F pass through.
+        assert_eq!(strip_b(b"\xff\xfe\xa0x"), b"\xff\xfe\xa0x");
+    }
+
+    #[test]
+    fn c0_controls_kept_except_esc() {
+        let c0: String = (0u8..0x20).filter(|&b| b != ESC).map(char::from).collect();
+        let input = format!("{c0}\x7f");
+        assert_eq!(strip(&input), input);
+    }
+
+    #[test]
+    fn can_aborts_sequence() {
+        assert_eq!(strip("a\x1b[31\x18mb"), "a\x18mb");
+        assert_eq!(strip("a\x1b]0;title\x1aafter"), "a\x1aafter");
+        assert_eq!(strip("a\x1b(\x18B"), "a\x18B");
+    }
+
+    #[test]
+    fn esc_restarts_sequence() {
+        assert_eq!(strip("a\x1b[31\x1b[32mb"), "ab");
+        assert_eq!(strip("a\x1b]0;t\x1b[1mb"), "ab");
+        assert_eq!(strip("a\x1b\x1b[1mb"), "ab");
+    }
+
+    #[test]
+    fn non_ascii_aborts_csi_and_is_kept() {
+        assert_eq!(strip("a\x1b[3é"), "aé");
+        assert_eq!(strip("a\x1bé"), "aé");
+        assert_eq!(strip("a\x1b(é"), "aé");
+        assert_eq!(strip_b(b"a\x1b[3\xffb"), b"a\xffb");
+    }
+
+    #[test]
+    fn unterminated_sequence_dropped() {
+        assert_eq!(strip("abc\x1b[31"), "abc");
+        assert_eq!(strip("abc\x1b]0;title"), "abc");
+        assert_eq!(strip("abc\x1b"), "abc");
+        assert_eq!(strip("abc\u{90}x"), "abc");
+    }
+
+    #[test]
+    fn partial_utf8_into_esc() {
+        // A lead byte cut off by ESC is invalid UTF-8 and passes through; the CSI is removed;
+        // the orphan continuation byte passes through too, re-forming "é" in the output.
+        let input = b"a\xc3\x1b[0m\xa9b";
+        assert_eq!(strip_b(input), b"a\xc3\xa9b");
+        assert_split_invariant(input, Mode::Bytes);
+        // A lead byte cut off by ESC before a continuation in 0x80..=0x9F: that byte is C1.
+        assert_eq!(strip_b(b"a\xe2\x1b[0m\x80b"), b"a\xe2b");
+    }
+
+    #[test]
+    fn partial_utf8_at_end_of_stream() {
+        assert_eq!(strip_b(b"ab\xe2\x80"), b"ab\xe2");
+        assert_eq!(strip_b(b"ab\xf0\x9f\x98"), b"ab\xf0");
+        assert_eq!(stream(&[b"ab\xe2", b"\x80"], Mode::Bytes), b"ab\xe2");
+        assert_eq!(
+            stream(&[b"ab\xe2", b"\x80", b"\xba"], Mode::Bytes),
+            "ab›".as_bytes()
+        );
+    }
+
+    #[test]
+    fn finish_resets() {
+        let mut s = Stripper::new(Mode::Bytes);
+        let mut out = Vec::new();
+        s.feed(b"x\x1b]0;unterminated", &mut out);
+        s.finish(&mut out);
+        s.feed(b"y\xc3", &mut out);
+        s.finish(&mut out);
+        s.feed(b"\xa9", &mut out);
+        s.finish(&mut out);
+        assert_eq!(out, b"xy\xc3\xa9");
+    }
+
+    #[test]
+    fn empty_feeds_are_harmless() {
+        assert_eq!(
+            stream(&[b"", b"\x1b[", b"", b"1m", b"", b"x", b""], Mode::Text),
+            b"x"
+        );
+    }
+
+    const SPLIT_CASES: &[&str] = &[
+        "\x1b[1;31mred\x1b[0m plain",
+        "a\x1b]8;;http://x/Ŝ\x1b\\link\x1b]8;;\x1b\\b",
+        "é\x1b[38:2::1:2:3m›\u{9b}1m‛\u{9d}0;t\u{9c}Ŝ",
+        "a\x1bP1$r0m\x1b\\b\x1b_apc\x07c\x1b(Bd\x1b#8e",
+        "\x1b[31\x18m\x1b]0;t\x1a\x1b\x1b7x\x1b",
+        "😀\x1b[3😀\x1b😀\u{85}\u{a0}\u{c2}",
+        "no escapes at all, only text ©",
+    ];
+
+    #[test]
+    fn every_split_point_text() {
+        for case in SPLIT_CASES {
+            assert_split_invariant(case.as_bytes(), Mode::Text);
+        }
+    }
+
+    #[test]
+    fn every_split_point_bytes() {
+        for case in SPLIT_CASES {
+            assert_split_invariant(case.as_bytes(), Mode::Bytes);
+        }
+        for case in [
+            &b"a\xc3\x1b[0m\xa9b\xe0\x9b31mx\xff\x9c\xf0\x9f\x98"[..],
+            b"\x1b]0;\xe2\x80\x9c\xe2\x80\x9d\x9c\xe2\x80",
+            b"\xed\xa0\x80\xf4\x90\x80\x80\xc2\xc2\x9b1m",
+        ] {
+            assert_split_invariant(case, Mode::Bytes);
+        }
+    }
+
+    /// Byte strings built mostly from pieces that stress the parser.
+    fn soup() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\x1b".to_vec()),
+            Just(b"\x1b[".to_vec()),
+            Just(b"\x1b]8;;".to_vec()),
+            Just(b"\x1b\\".to_vec()),
+            Just(b"\x1bP".to_vec()),
+            Just(b"\x1b_".to_vec()),
+            Just(b"\x1b(".to_vec()),
+            Just(b"\x07".to_vec()),
+            Just(b"\x18".to_vec()),
+            Just("\u{9b}".as_bytes().to_vec()),
+            Just("\u{9c}".as_bytes().to_vec()),
+            Just("é›Ŝ😀".as_bytes().to_vec()),
+            Just(b"\x9b".to_vec()),
+            Just(b"\x9c".to_vec()),
+            Just(b"\xe2\x80".to_vec()),
+            Just(b"\xc2".to_vec()),
+            "[0-9;:?<>m ]{0,4}".prop_map(String::into_bytes),
+            "[a-zA-Z \n\r\t]{0,6}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        ];
+        proptest::collection::vec(piece, 0..24).prop_map(|ps| ps.concat())
+    }
+
+    fn chunked(input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut idx: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        idx.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for c in idx.into_iter().chain([input.len()]) {
+            chunks.push(input[prev..c].to_vec());
+            prev = c;
+        }
+        chunks
+    }
+
+    fn decode_chunks(chunks: &[&[u8]]) -> String {
+        let mut d = Utf8Decoder::new();
+        let mut out = String::new();
+        for c in chunks {
+            d.push(c, &mut out);
+        }
+        d.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn decoder_every_split_matches_lossy() {
+        let cases: &[&[u8]] = &[
+            "é›😀".as_bytes(),
+            b"a\xe2\x80b\xf0\x9f\x98\xff\xc3",
+            b"\xed\xa0\x80\xe0\x80\xf4\x90\x80\x80\xf0\x90\x80A",
+        ];
+        for input in cases {
+            let expected = String::from_utf8_lossy(input);
+            for cut in 0..=input.len() {
+                assert_eq!(
+                    decode_chunks(&[&input[..cut], &input[cut..]]),
+                    expected,
+                    "{input:?} at {cut}"
+                );
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(decode_chunks(&bytes), expected);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_chunking_matches_one_shot(input in soup(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+            let chunks = chunked(&input, &cuts);
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let expected = strip_b(&input);
+            prop_assert_eq!(&expected, &naive(&input, Mode::Bytes));
+            prop_assert_eq!(&stream(&refs, Mode::Bytes), &expected);
+            prop_assert!(!expected.contains(&ESC));
+        }
+
+        #[test]
+        fn text_mode_matches_bytes_mode(input in soup(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+            let text = String::from_utf8_lossy(&input).into_owned();
+            let expected = strip(&text);
+            prop_assert_eq!(expected.as_bytes(), &strip_b(text.as_bytes())[..]);
+            prop_assert_eq!(expected.as_bytes(), &naive(text.as_bytes(), Mode::Text)[..]);
+            let chunks = chunked(text.as_bytes(), &cuts);
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            prop_assert_eq!(&stream(&refs, Mode::Text), expected.as_bytes());
+        }
+
+        #[test]
+        fn decoder_any_chunking_matches_lossy(input in soup(), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+            let chunks = chunked(&input, &cuts);
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            prop_assert_eq!(decode_chunks(&refs), String::from_utf8_lossy(&input));
+        }
+
+        #[test]
+        fn text_without_esc_or_c1_unchanged(text in "[^\u{1b}\u{80}-\u{9f}]{0,64}") {
+            prop_assert_eq!(strip_str(&text), Cow::Borrowed(text.as_str()));
+            prop_assert!(matches!(strip_str(&text), Cow::Borrowed(_)));
+            prop_assert!(matches!(strip_bytes(text.as_bytes()), Cow::Borrowed(_)));
+        }
+    }
+}
