@@ -1,0 +1,185 @@
+"""The raygent error hierarchy: one base class, typed errors that carry their context.
+
+Every error a caller can see derives from :class:`RaygentError`. Errors that travel to the model
+as a tool result (a refused path, a timeout) keep a short ``kind`` string so the runtime can
+record them in the conversation without losing the history.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RaygentError",
+    "ToolError",
+    "ToolNotFound",
+    "ToolArgumentError",
+    "ToolTimeout",
+    "SandboxViolation",
+    "ProviderError",
+    "ProviderHTTPError",
+    "RateLimited",
+    "StreamBroken",
+    "ToolCallArgumentsError",
+    "InvalidTransition",
+    "AgentError",
+]
+
+
+class RaygentError(Exception):
+    """Base class of every error raised by raygent."""
+
+    # Errors cross Ray (an actor raises, the driver catches) by pickling. The default pickling
+    # calls ``cls(*args)``, which loses keyword-only context such as ``kind`` or ``status``;
+    # rebuilding from the instance dict keeps every attribute.
+    def __reduce__(self):  # type: ignore[override]
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[RaygentError], args: tuple, state: dict) -> RaygentError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class ToolError(RaygentError):
+    """A tool call failed; ``kind`` names the failure for the model and for metrics.
+
+    Parameters
+    ----------
+    message : str
+        What went wrong, in words the model can act on.
+    tool : str
+        The tool's name.
+    kind : str
+        Machine-readable kind: ``"error"``, ``"not_found"``, ``"bad_arguments"``, ``"timeout"``,
+        ``"sandbox"``.
+    """
+
+    kind = "error"
+
+    def __init__(self, message: str, *, tool: str = "", kind: str | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        if kind is not None:
+            self.kind = kind
+
+
+class ToolNotFound(ToolError):
+    """The model called a tool that is not registered."""
+
+    kind = "not_found"
+
+
+class ToolArgumentError(ToolError):
+    """A tool call's arguments are malformed JSON or do not match the tool's signature."""
+
+    kind = "bad_arguments"
+
+
+class ToolTimeout(ToolError):
+    """A tool ran past its timeout; its process group was killed."""
+
+    kind = "timeout"
+
+    def __init__(self, message: str, *, tool: str = "", timeout_s: float = 0.0) -> None:
+        super().__init__(message, tool=tool)
+        self.timeout_s = timeout_s
+
+
+class SandboxViolation(ToolError):
+    """A path resolved outside the workspace (``..``, absolute path or symlink); nothing was touched."""
+
+    kind = "sandbox"
+
+    def __init__(self, message: str, *, tool: str = "", path: str = "") -> None:
+        super().__init__(message, tool=tool)
+        self.path = path
+
+
+class ProviderError(RaygentError):
+    """The model provider failed (transport, protocol or API error)."""
+
+
+class ProviderHTTPError(ProviderError):
+    """The provider answered with an HTTP error status.
+
+    Attributes
+    ----------
+    status : int
+        The HTTP status code.
+    body : str
+        The response body (at most 2,000 characters), for the error message the API gave.
+    """
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class RateLimited(ProviderHTTPError):
+    """HTTP 429 after the last retry; ``retry_after_s`` is the server's hint, if it gave one."""
+
+    def __init__(
+        self, message: str, *, status: int = 429, body: str = "", retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.retry_after_s = retry_after_s
+
+
+class StreamBroken(ProviderError):
+    """A streamed response ended or failed midway.
+
+    Attributes
+    ----------
+    received : list
+        The chunks decoded before the break (``raygent.messages`` chunk structs), so the caller
+        keeps what had arrived.
+    """
+
+    def __init__(self, message: str, *, received: list | None = None) -> None:
+        super().__init__(message)
+        self.received = list(received or [])
+
+
+class ToolCallArgumentsError(ProviderError):
+    """The model streamed tool-call arguments that are not a JSON object.
+
+    Raised by a provider while decoding, so a call is never run with arguments it cannot have
+    meant; the runtime can hand ``raw`` back to the model to correct itself.
+
+    Attributes
+    ----------
+    call_id, name : str
+        The tool call (``name`` is ``""`` if the call's name had not arrived).
+    raw : str
+        The arguments text received for this call up to the error.
+    offset : int
+        Byte offset into the (UTF-8) arguments text where it stopped being valid JSON, as
+        reported by ``raygent._native.JsonStreamError.offset``.
+    """
+
+    def __init__(self, message: str, *, call_id: str, name: str, raw: str, offset: int) -> None:
+        super().__init__(message)
+        self.call_id = call_id
+        self.name = name
+        self.raw = raw
+        self.offset = offset
+
+
+class InvalidTransition(RaygentError):
+    """An agent state transition that the transition table does not allow."""
+
+    def __init__(self, source: str, target: str, trigger: str) -> None:
+        super().__init__(f"illegal transition {source} -> {target} (trigger: {trigger})")
+        self.source = source
+        self.target = target
+        self.trigger = trigger
+
+
+class AgentError(RaygentError):
+    """A run failed; ``kind`` says why (``provider_error``, ``max_turns``, ``actor_died`` ...)."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -1,0 +1,247 @@
+"""The one message vocabulary of raygent, and its msgpack codec.
+
+Conversation messages (:data:`Message`) and stream chunks (:data:`Chunk`) are msgspec Structs in
+tagged unions (tag field ``"type"``), so any of them encodes to msgpack and decodes back to the
+right type without a schema on the wire. Providers translate their wire formats into these types
+at the edge; nothing past a provider knows a wire format.
+
+Between Ray actors messages travel as msgpack ``bytes`` (see :func:`encode` / :func:`decode`):
+measured on the project's 2-core machine, Ray pickling a 2 KB Struct costs about 26 µs against
+about 0.6 µs for msgspec's msgpack bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+
+from raygent._native import BufferPool
+
+__all__ = [
+    "ToolCall",
+    "ToolResult",
+    "SystemMessage",
+    "UserMessage",
+    "AssistantMessage",
+    "ToolMessage",
+    "Message",
+    "TextDelta",
+    "ReasoningDelta",
+    "ToolCallStart",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "Usage",
+    "Done",
+    "StreamError",
+    "ToolResultChunk",
+    "StateChange",
+    "Chunk",
+    "encode",
+    "decode",
+    "to_builtins",
+]
+
+
+class ToolCall(msgspec.Struct, frozen=True):
+    """One tool call the model asked for.
+
+    ``id`` is the provider's call id (``call_...``, ``toolu_...``) or one raygent made;
+    ``arguments`` is the parsed JSON object of the call's arguments.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = {}
+
+
+class ToolResult(msgspec.Struct, frozen=True):
+    """The outcome of one tool call, as the model will see it.
+
+    Attributes
+    ----------
+    call_id, name : str
+        The :class:`ToolCall` this answers.
+    content : str
+        The tool's output with ANSI control sequences stripped (or the error text).
+    is_error : bool
+        True when the call failed; ``error_kind`` then names why (``"timeout"``, ``"sandbox"``,
+        ``"bad_arguments"``, ``"not_found"``, ``"error"``).
+    duration_ms : float
+        Wall time of the call in milliseconds.
+    """
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+    error_kind: str | None = None
+    duration_ms: float = 0.0
+
+
+# --- conversation messages ----------------------------------------------------------------------
+
+
+class SystemMessage(msgspec.Struct, tag="system", frozen=True):
+    content: str
+
+
+class UserMessage(msgspec.Struct, tag="user", frozen=True):
+    content: str
+
+
+class AssistantMessage(msgspec.Struct, tag="assistant", frozen=True):
+    content: str = ""
+    tool_calls: list[ToolCall] = []
+
+
+class ToolMessage(msgspec.Struct, tag="tool", frozen=True):
+    """A tool result in the conversation (role ``tool`` in OpenAI terms)."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+    @classmethod
+    def from_result(cls, result: ToolResult) -> ToolMessage:
+        return cls(
+            call_id=result.call_id, name=result.name, content=result.content, is_error=result.is_error
+        )
+
+
+Message = Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage]
+
+# --- stream chunks ------------------------------------------------------------------------------
+
+
+class TextDelta(msgspec.Struct, tag="text_delta", frozen=True):
+    """Assistant text appended to the current turn."""
+
+    text: str
+
+
+class ReasoningDelta(msgspec.Struct, tag="reasoning_delta", frozen=True):
+    """Reasoning text (models that expose it); never part of the answer."""
+
+    text: str
+
+
+class ToolCallStart(msgspec.Struct, tag="tool_call_start", frozen=True):
+    """The model began a tool call; ``index`` orders parallel calls of one turn."""
+
+    index: int
+    id: str
+    name: str
+
+
+class ToolCallDelta(msgspec.Struct, tag="tool_call_delta", frozen=True):
+    """A piece of a tool call's JSON arguments.
+
+    ``arguments_delta`` is the raw text the provider sent; ``partial_arguments`` is the best
+    value parsed so far by the incremental parser (``raygent._native.JsonStream.partial``).
+    """
+
+    index: int
+    id: str
+    arguments_delta: str
+    partial_arguments: Any = None
+
+
+class ToolCallEnd(msgspec.Struct, tag="tool_call_end", frozen=True):
+    """A tool call is complete; ``call.arguments`` is the final parsed object."""
+
+    index: int
+    call: ToolCall
+
+
+class Usage(msgspec.Struct, tag="usage", frozen=True):
+    """Token usage reported by the provider (tokens)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Done(msgspec.Struct, tag="done", frozen=True):
+    """End of one model response; ``finish_reason`` as the provider gave it (``stop``, ``tool_calls``)."""
+
+    finish_reason: str = "stop"
+
+
+class StreamError(msgspec.Struct, tag="error", frozen=True):
+    """An error reported inside a stream (``kind`` is ``provider_error``, ``rate_limit`` ...)."""
+
+    kind: str
+    message: str
+
+
+class ToolResultChunk(msgspec.Struct, tag="tool_result", frozen=True):
+    """A tool call finished (runtime event, sent to the caller of ``Agent.stream``)."""
+
+    result: ToolResult
+
+
+class StateChange(msgspec.Struct, tag="state", frozen=True):
+    """The agent's state machine moved (runtime event)."""
+
+    source: str
+    target: str
+    trigger: str
+
+
+Chunk = Union[
+    TextDelta,
+    ReasoningDelta,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    Usage,
+    Done,
+    StreamError,
+    ToolResultChunk,
+    StateChange,
+]
+
+# --- codec --------------------------------------------------------------------------------------
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODERS: dict[Any, msgspec.msgpack.Decoder] = {}
+# Encode buffers are reused: a turn encodes many small messages, and msgspec's encode_into
+# writes into an existing bytearray instead of allocating a new bytes object each time.
+_POOL = BufferPool(max_buffers=32)
+
+
+def encode(obj: Any) -> bytes:
+    """Encode a message, chunk, tool call or result (or a list of them) to msgpack bytes."""
+    buf = _POOL.acquire()
+    try:
+        _ENCODER.encode_into(obj, buf)
+        return bytes(buf)
+    finally:
+        _POOL.release(buf)
+
+
+def decode(data: bytes | memoryview, type: Any = Message) -> Any:
+    """Decode msgpack bytes made by :func:`encode`.
+
+    Parameters
+    ----------
+    data : bytes or memoryview
+        The encoded value.
+    type : type, default Message
+        What to decode: :data:`Message`, :data:`Chunk`, ``list[Chunk]``, :class:`ToolResult` ...
+
+    Raises
+    ------
+    msgspec.ValidationError
+        If the bytes are not a value of ``type``.
+    """
+    decoder = _DECODERS.get(type)
+    if decoder is None:
+        decoder = _DECODERS[type] = msgspec.msgpack.Decoder(type)
+    return decoder.decode(data)
+
+
+def to_builtins(obj: Any) -> Any:
+    """Plain dicts/lists of a message or chunk, with its ``type`` tag (for JSON output)."""
+    return msgspec.to_builtins(obj)
