@@ -1,0 +1,110 @@
+"""The ``Provider`` protocol: the one seam between raygent and a model API."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from raygent.messages import Chunk, Message
+
+__all__ = ["Provider", "decode_stream"]
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model that streams one response for a conversation and a set of tools.
+
+    Implementations translate their wire format into :mod:`raygent.messages` chunks at this
+    edge; nothing past a provider knows a wire format.
+
+    Attributes
+    ----------
+    name : str
+        Shown in output and logs, ``"<kind>:<model>"``, e.g. ``"openai:gpt-4o-mini"``.
+
+    Notes
+    -----
+    The chunk contract of :meth:`stream`:
+
+    - :class:`~raygent.messages.TextDelta` and :class:`~raygent.messages.ReasoningDelta` in
+      the order the model produced them;
+    - for each tool call: one ``ToolCallStart``, zero or more ``ToolCallDelta``, one
+      ``ToolCallEnd`` whose ``call.arguments`` is the parsed JSON object. Ends come in index
+      order, as soon as a call is complete and at the latest when the response finishes;
+    - at most one :class:`~raygent.messages.Usage`;
+    - exactly one :class:`~raygent.messages.Done`, last.
+
+    Errors are raised, never yielded, as :class:`~raygent.errors.ProviderError` subclasses:
+    ``ProviderHTTPError`` / ``RateLimited`` for HTTP failures after retries, ``StreamBroken``
+    (with the chunks received so far) when a response breaks off midway,
+    ``ToolCallArgumentsError`` for tool-call arguments that are not a JSON object.
+    """
+
+    name: str
+
+    def stream(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> AsyncIterator[Chunk]:
+        """Stream the model's response to ``messages``.
+
+        Parameters
+        ----------
+        messages : sequence of Message
+            The conversation so far, oldest first.
+        tools : sequence of dict
+            Tool schemas the model may call, each ``{"name": str, "description": str,
+            "parameters": <JSON Schema object>}``; empty for none.
+
+        Returns
+        -------
+        AsyncIterator[Chunk]
+            The response's chunks, per the contract above.
+
+        Raises
+        ------
+        raygent.errors.ProviderError
+            Or a subclass, as described above.
+        """
+        ...
+
+
+# Wire formats decode_stream knows, each mapped to "module:function" of a pure decoder; imported
+# on first use so that importing the protocol does not import every provider.
+_DECODERS = {
+    "openai-chat": "raygent.providers._openai:decode_openai_chat",
+}
+
+
+def decode_stream(api: str, chunks: Iterable[bytes]) -> list[Chunk]:
+    """Decode a recorded streamed response body into raygent chunks, without any I/O.
+
+    The same decoder the HTTP provider uses, so a recorded body (or one cut into arbitrary
+    pieces) gives exactly the chunks the provider would have yielded.
+
+    Parameters
+    ----------
+    api : str
+        The wire format: ``"openai-chat"`` (OpenAI Chat Completions with ``stream: true``,
+        SSE-framed).
+    chunks : iterable of bytes
+        The response body, cut anywhere, in order.
+
+    Returns
+    -------
+    list of Chunk
+        The chunks per the :class:`Provider` contract, :class:`~raygent.messages.Done` last.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``api`` (the message names the supported ones).
+    raygent.errors.ProviderError
+        Or a subclass, exactly as the provider would raise it (``StreamBroken``,
+        ``ToolCallArgumentsError`` ...).
+    """
+    target = _DECODERS.get(api)
+    if target is None:
+        raise ValueError(f"unknown api {api!r}; supported: {', '.join(sorted(_DECODERS))}")
+    module_name, function_name = target.split(":")
+    module = importlib.import_module(module_name)
+    decode: Callable[[Iterable[bytes]], list[Chunk]] = getattr(module, function_name)
+    return decode(chunks)
