@@ -1,0 +1,186 @@
+"""Thin Ray actor shells over the pure cores.
+
+Each class here is plain Python; :mod:`raygent.runtime` wraps it with ``ray.remote`` when it
+starts actors. Methods only decode arguments, call the core, and encode what goes back:
+everything crossing Ray is msgpack ``bytes`` (see :mod:`raygent.messages`), never a pickled
+Struct.
+
+- :class:`ToolActor` owns a workspace's tools and their :class:`~raygent.pipeline.ToolPipeline`.
+- :class:`AgentActor` owns one :class:`~raygent.session.Session` (context, state machine, turn
+  loop) and streams its chunks to the caller in batches.
+- :class:`PredictorActor` owns the :class:`~raygent.predictor.Predictor`; it hears tool events
+  fire-and-forget and nothing waits on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+
+from raygent.messages import (
+    Chunk,
+    Done,
+    Message,
+    StateChange,
+    ToolCall,
+    ToolCallEnd,
+    ToolResult,
+    ToolResultChunk,
+    decode,
+    encode,
+)
+from raygent.pipeline import ToolPipeline
+from raygent.predictor import Predictor, ToolEvent
+from raygent.providers._spec import ProviderSpec, make_provider
+from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
+from raygent.tools import builtin_tools
+
+__all__ = ["AgentSpec", "AgentActor", "ToolActor", "PredictorActor"]
+
+
+class AgentSpec(msgspec.Struct, frozen=True):
+    """Everything an :class:`AgentActor` needs to build its session (sent as msgpack)."""
+
+    session_id: str
+    provider: ProviderSpec
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    budget_tokens: int = 32_000
+    max_turns: int = 24
+    # Chunks are coalesced so one Ray object carries many: a batch is sent when it holds
+    # flush_chunks chunks, when flush_interval_ms has passed since the last one, or at a
+    # boundary the caller wants to see at once (a finished tool call, a result, the end).
+    flush_chunks: int = 64
+    flush_interval_ms: float = 20.0
+
+
+_FLUSH_NOW = (ToolCallEnd, ToolResultChunk, Done, StateChange)
+
+
+class ToolActor:
+    """The tools of one workspace and the pipeline that runs them.
+
+    Parameters
+    ----------
+    workspace : str
+        Root directory; every tool path is confined to it.
+    max_concurrency : int
+        Tool calls running at once (all sessions using this actor).
+    default_timeout_s : float
+        Timeout of a call whose tool sets none (seconds).
+    """
+
+    def __init__(
+        self, workspace: str, *, max_concurrency: int = 8, default_timeout_s: float = 120.0
+    ) -> None:
+        self.workspace = workspace
+        self.tools = builtin_tools(workspace)
+        self.pipeline = ToolPipeline(
+            self.tools, max_concurrency=max_concurrency, default_timeout_s=default_timeout_s
+        )
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [t.schema for t in self.tools.values()]
+
+    async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
+        """Streaming generator: one encoded ToolResult per call, as each finishes."""
+        async for result in self.pipeline.run_turn(decode(calls, list[ToolCall])):
+            yield encode(result)
+
+
+class PredictorActor:
+    """Holds the tool-use predictor; fed fire-and-forget with encoded ``list[ToolEvent]``."""
+
+    def __init__(self) -> None:
+        self.predictor = Predictor()
+
+    def observe(self, events: bytes) -> None:
+        for event in decode(events, list[ToolEvent]):
+            self.predictor.observe(event)
+
+    def next_tools(self, after: str | None, k: int = 3) -> list[tuple[str, float]]:
+        return self.predictor.next_tools(after, k=k)
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.predictor.snapshot()
+
+
+class AgentActor:
+    """One session's turn loop; tools run on ``tool_actor``, events go to ``predictor``."""
+
+    def __init__(self, spec: bytes, tool_actor: Any, predictor: Any, tool_schemas: list[dict]) -> None:
+        self.spec = decode(spec, AgentSpec)
+        self.tool_actor = tool_actor
+        self.predictor = predictor
+        self.session = Session(
+            provider=make_provider(self.spec.provider),
+            run_tools=self._run_tools,
+            tool_schemas=tool_schemas,
+            system_prompt=self.spec.system_prompt,
+            budget_tokens=self.spec.budget_tokens,
+            max_turns=self.spec.max_turns,
+        )
+
+    async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult]:
+        refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls))
+        events = []
+        try:
+            async for ref in refs:
+                result = decode(await ref, ToolResult)
+                events.append(
+                    ToolEvent(self.spec.session_id, result.name, result.duration_ms, not result.is_error)
+                )
+                yield result
+        finally:
+            if events:
+                self.predictor.observe.remote(encode(events))
+
+    async def run(self, prompt: str) -> AsyncIterator[bytes]:
+        """Streaming generator of encoded ``list[Chunk]`` batches for one prompt.
+
+        A failure is raised after the chunks that came before it have been sent.
+        """
+        batch: list[Chunk] = []
+        last_flush = time.monotonic()
+        interval_s = self.spec.flush_interval_ms / 1000.0
+        try:
+            async for chunk in self.session.run(prompt):
+                batch.append(chunk)
+                now = time.monotonic()
+                if (
+                    isinstance(chunk, _FLUSH_NOW)
+                    or len(batch) >= self.spec.flush_chunks
+                    or now - last_flush >= interval_s
+                ):
+                    yield encode(batch)
+                    batch = []
+                    last_flush = now
+        except Exception:
+            if batch:
+                yield encode(batch)
+            raise
+        if batch:
+            yield encode(batch)
+
+    def history(self) -> bytes:
+        return encode(self.session.context.history)
+
+    def status(self) -> dict[str, Any]:
+        s = self.session
+        return {
+            "session_id": self.spec.session_id,
+            "model": self.spec.provider.display_name,
+            "state": s.state.value,
+            "error_kind": s.machine.error_kind,
+            "stats": msgspec.to_builtins(s.stats),
+            "transitions": [(t.source.value, t.target.value, t.trigger) for t in s.machine.history],
+        }
+
+    def shutdown(self) -> None:
+        self.session.shutdown()
+
+
+def decode_history(data: bytes) -> list[Message]:
+    return decode(data, list[Message])

@@ -1,0 +1,147 @@
+"""The ``raygent`` command line (typer + rich).
+
+``raygent run "TASK"`` runs one agent session on a local Ray cluster (or the one ``RAY_ADDRESS``
+names) and streams what happens; ``raygent tools`` lists the built-in tools and their schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from raygent.errors import RaygentError
+from raygent.messages import (
+    TextDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    ToolResultChunk,
+    Usage,
+)
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="raygent: LLM tool-using agents on Ray, with a Rust core for the hot paths.",
+)
+
+
+def _preview(text: str, lines: int = 3, width: int = 110) -> list[str]:
+    out = [ln[:width] + ("…" if len(ln) > width else "") for ln in text.splitlines()[:lines]]
+    more = len(text.splitlines()) - lines
+    if more > 0:
+        out.append(f"… {more} more lines")
+    return out
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="What the agent should do.")],
+    workspace: Annotated[Path, typer.Option(help="Directory the tools work in.")] = Path("."),
+    model: Annotated[
+        Optional[str],
+        typer.Option(help="'scripted' (offline) or a model name of an OpenAI-compatible endpoint."),
+    ] = None,
+    base_url: Annotated[
+        Optional[str], typer.Option(help="OpenAI-compatible endpoint (default: OPENAI_BASE_URL).")
+    ] = None,
+    max_turns: Annotated[int, typer.Option(help="Model responses allowed.")] = 24,
+    address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS or a new local one).")
+    ] = None,
+) -> None:
+    """Run one agent session and stream its text and tool calls as they happen."""
+    import raygent
+
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+    try:
+        raygent.init(address=address)
+        agent = raygent.Agent(workspace=workspace, model=model, base_url=base_url, max_turns=max_turns)
+    except (RaygentError, ValueError, OSError) as e:
+        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    out.print(
+        f"[bold]raygent[/] · model [cyan]{agent.model}[/] · workspace {agent.workspace} · "
+        f"Ray cluster with {cpus} CPUs"
+    )
+    out.print(f"[bold]task:[/] {task}\n")
+    n_calls = n_failed = tokens_in = tokens_out = 0
+    at_line_start = True
+    try:
+        for chunk in agent.stream(task):
+            if isinstance(chunk, TextDelta):
+                out.print(chunk.text, end="", markup=False, soft_wrap=True)
+                at_line_start = chunk.text.endswith("\n")
+            elif isinstance(chunk, ToolCallStart):
+                if not at_line_start:
+                    out.print()
+                    at_line_start = True
+            elif isinstance(chunk, ToolCallEnd):
+                args = json.dumps(chunk.call.arguments, ensure_ascii=False)
+                out.print(f"[bold magenta]▶ {chunk.call.name}[/] [dim]{args}[/]")
+            elif isinstance(chunk, ToolResultChunk):
+                r = chunk.result
+                n_calls += 1
+                mark = "[green]✓[/]" if not r.is_error else f"[red]✗ {r.error_kind}[/]"
+                out.print(
+                    f"  {mark} {r.name} · {r.duration_ms:.1f} ms · {len(r.content):,} chars"
+                )
+                for line in _preview(r.content):
+                    out.print(f"    {line}", style="dim", markup=False)
+                n_failed += r.is_error
+            elif isinstance(chunk, Usage):
+                tokens_in += chunk.input_tokens
+                tokens_out += chunk.output_tokens
+    except RaygentError as e:
+        kind = getattr(e, "kind", type(e).__name__)
+        reason = (str(e).splitlines() or [""])[0]
+        err.print(f"\n[bold red]error ({kind}):[/] {reason}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    status = agent.status()
+    agent.close()
+    wall_s = time.perf_counter() - started
+    out.print()
+    out.rule("summary")
+    out.print(
+        f"turns {status['stats']['turns']} · tool calls {n_calls} ({n_failed} failed) · "
+        f"tokens {tokens_in:,} in / {tokens_out:,} out · wall time {wall_s:.2f} s · "
+        f"state {status['state']}"
+    )
+
+
+@app.command()
+def tools(
+    workspace: Annotated[Path, typer.Option(help="Workspace the tools are bound to.")] = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON Schemas.")] = False,
+) -> None:
+    """List the built-in tools (name, read-only or mutating, description)."""
+    from raygent.tools import builtin_tools
+
+    registry = builtin_tools(workspace.resolve())
+    if as_json:
+        print(json.dumps([t.schema for t in registry.values()], indent=2))
+        return
+    out = Console(highlight=False)
+    for t in registry.values():
+        kind = "read-only" if t.read_only else "mutating"
+        out.print(f"[bold]{t.name}[/] ({kind}): {t.description}")
+
+
+def main() -> None:
+    # Ray's own log lines would interleave with the streamed answer; keep them for errors.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    app(prog_name="raygent")
+
+
+if __name__ == "__main__":
+    main()

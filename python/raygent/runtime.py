@@ -1,0 +1,280 @@
+"""Starting raygent on Ray, and the :class:`Agent` handle a user holds.
+
+``raygent.init()`` mirrors ``ray.init()``: with no address it starts a local cluster, with
+``address="auto"``, ``"ray://host:port"`` or ``RAY_ADDRESS`` it joins an existing one. Actors
+are placed with ``num_cpus=0`` because they mostly wait on I/O (the model, subprocesses); the
+tools' own work runs in subprocesses and threads outside Ray's CPU accounting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import ray
+
+from raygent.actors import AgentActor, AgentSpec, PredictorActor, ToolActor, decode_history
+from raygent.errors import AgentError, RaygentError
+from raygent.messages import (
+    AssistantMessage,
+    Chunk,
+    Message,
+    ToolCall,
+    ToolCallEnd,
+    ToolResult,
+    ToolResultChunk,
+    Usage,
+    UserMessage,
+    decode,
+    encode,
+)
+from raygent.providers._spec import resolve_provider
+from raygent.session import DEFAULT_SYSTEM_PROMPT
+
+__all__ = ["init", "shutdown", "Agent", "RunResult"]
+
+_RAY_DEFAULTS: dict[str, Any] = {
+    "include_dashboard": False,
+    "logging_level": "warning",
+    "log_to_driver": True,
+}
+
+
+def init(address: str | None = None, **ray_init_kwargs: Any) -> None:
+    """Connect to Ray, starting a local cluster when there is none to join.
+
+    Parameters
+    ----------
+    address : str, optional
+        As for ``ray.init``: ``None`` (``RAY_ADDRESS`` if set, else a new local cluster),
+        ``"auto"``, or ``"ray://host:port"``.
+    **ray_init_kwargs
+        Passed to ``ray.init`` (``num_cpus``, ``namespace`` ...); raygent's defaults turn the
+        dashboard off. Ignored when Ray is already initialized in this process.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(address=address, **{**_RAY_DEFAULTS, **ray_init_kwargs})
+
+
+def shutdown() -> None:
+    """Disconnect from Ray (a local cluster started by :func:`init` stops)."""
+    ray.shutdown()
+
+
+@cache
+def _remote(cls: type) -> Any:
+    # Wrapped lazily, once per process: importing raygent must not need a Ray cluster.
+    return ray.remote(num_cpus=0)(cls)
+
+
+class RunResult(msgspec.Struct):
+    """The outcome of :meth:`Agent.run`.
+
+    Attributes
+    ----------
+    text : str
+        The final answer: the text of the last assistant message.
+    tool_calls, tool_results : list
+        Every tool call of the run and its result, in order.
+    turns : int
+        Model responses in this run.
+    input_tokens, output_tokens : int
+        Tokens the provider reported for this run.
+    wall_ms : float
+        Wall time of the run (milliseconds).
+    model : str
+        The provider's display name (``"scripted (offline)"`` for the offline model).
+    """
+
+    text: str
+    tool_calls: list[ToolCall]
+    tool_results: list[ToolResult]
+    turns: int
+    input_tokens: int
+    output_tokens: int
+    wall_ms: float
+    model: str
+
+
+class Agent:
+    """An agent session on Ray: one ``AgentActor``, the workspace's ``ToolActor``, the predictor.
+
+    Parameters
+    ----------
+    workspace : str or Path, default "."
+        The directory the tools work in; paths outside it are refused.
+    model : str, optional
+        ``"scripted"`` for the offline model, or a model name of an OpenAI-compatible endpoint.
+        Default: ``RAYGENT_MODEL`` when an endpoint is configured (``OPENAI_BASE_URL`` or
+        ``OPENAI_API_KEY``), else the offline scripted model.
+    base_url, api_key : str, optional
+        The endpoint (default ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``).
+    headers : dict, optional
+        Extra HTTP headers for the endpoint.
+    system_prompt : str, optional
+        Replaces the default system prompt.
+    budget_tokens : int, default 32_000
+        Token budget of the window sent to the model.
+    max_turns : int, default 24
+        Model responses allowed per prompt.
+    tool_timeout_s : float, default 120.0
+        Timeout of a tool call (seconds).
+
+    Raises
+    ------
+    NotADirectoryError
+        ``workspace`` is not a directory.
+    ValueError
+        An endpoint is configured without a model name.
+    """
+
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str] = ".",
+        *,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        system_prompt: str | None = None,
+        budget_tokens: int = 32_000,
+        max_turns: int = 24,
+        tool_timeout_s: float = 120.0,
+    ) -> None:
+        root = Path(workspace).resolve()
+        if not root.is_dir():
+            raise NotADirectoryError(f"workspace {str(root)!r} is not a directory")
+        self.workspace = root
+        provider = resolve_provider(model, base_url=base_url, api_key=api_key, headers=headers)
+        self.model = provider.display_name
+        self.session_id = uuid.uuid4().hex
+        init()
+        # One ToolActor per workspace and one predictor per job, shared by every Agent.
+        key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+        self._tools = _remote(ToolActor).options(
+            name=f"raygent-tools-{key}", get_if_exists=True
+        ).remote(str(root), default_timeout_s=tool_timeout_s)
+        self._predictor = _remote(PredictorActor).options(
+            name="raygent-predictor", get_if_exists=True
+        ).remote()
+        schemas = _get(self._tools.schemas.remote())
+        spec = AgentSpec(
+            session_id=self.session_id,
+            provider=provider,
+            system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT,
+            budget_tokens=budget_tokens,
+            max_turns=max_turns,
+        )
+        self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
+
+    def stream(self, prompt: str) -> Iterator[Chunk]:
+        """Run ``prompt`` and yield every chunk as it arrives.
+
+        Yields text deltas, tool-call start/delta/end, tool results, usage, state changes and
+        done, in order (see :mod:`raygent.messages`).
+
+        Raises
+        ------
+        AgentError
+            The run failed (``kind`` says why: ``provider_error``, ``rate_limit``,
+            ``max_turns``, ``tool_runner_failed``, ``actor_died``); the chunks before the
+            failure have been yielded and the session's history keeps every completed turn.
+        """
+        refs = self._actor.run.options(num_returns="streaming").remote(prompt)
+        while True:
+            try:
+                ref = next(refs)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise _translate(e) from e
+            for chunk in decode(_get(ref), list[Chunk]):
+                yield chunk
+
+    def run(self, prompt: str) -> RunResult:
+        """Run ``prompt`` to its final answer.
+
+        Raises
+        ------
+        AgentError
+            As for :meth:`stream`.
+        """
+        started = time.perf_counter()
+        calls: list[ToolCall] = []
+        results: list[ToolResult] = []
+        input_tokens = output_tokens = 0
+        for chunk in self.stream(prompt):
+            if isinstance(chunk, ToolCallEnd):
+                calls.append(chunk.call)
+            elif isinstance(chunk, ToolResultChunk):
+                results.append(chunk.result)
+            elif isinstance(chunk, Usage):
+                input_tokens += chunk.input_tokens
+                output_tokens += chunk.output_tokens
+        wall_ms = (time.perf_counter() - started) * 1000.0
+        history = self.history()
+        last_user = max(i for i, m in enumerate(history) if isinstance(m, UserMessage))
+        answers = [m for m in history[last_user:] if isinstance(m, AssistantMessage)]
+        return RunResult(
+            text=answers[-1].content if answers else "",
+            tool_calls=calls,
+            tool_results=results,
+            turns=len(answers),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            wall_ms=wall_ms,
+            model=self.model,
+        )
+
+    def history(self) -> list[Message]:
+        """The full conversation so far (system prompt first)."""
+        return decode_history(_get(self._actor.history.remote()))
+
+    def status(self) -> dict[str, Any]:
+        """State, error kind, totals and recent transitions of the session."""
+        return _get(self._actor.status.remote())
+
+    def next_tools(self, after: str | None, k: int = 3) -> list[tuple[str, float]]:
+        """The predictor's most likely next tools after ``after`` (over every session of the job)."""
+        return _get(self._predictor.next_tools.remote(after, k))
+
+    def close(self) -> None:
+        """End the session and free its actor (the shared tool actor and predictor stay)."""
+        try:
+            _get(self._actor.shutdown.remote())
+        finally:
+            ray.kill(self._actor)
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _get(ref: Any) -> Any:
+    try:
+        return ray.get(ref)
+    except Exception as e:
+        raise _translate(e) from e
+
+
+def _translate(e: BaseException) -> BaseException:
+    """Ray's wrappers to raygent's typed errors: the cause if it is ours, else ``actor_died``."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, RaygentError):
+        return cause
+    if isinstance(e, RaygentError):
+        return e
+    if isinstance(e, ray.exceptions.RayActorError):
+        return AgentError(f"an agent actor died: {e}", kind="actor_died")
+    return e

@@ -1,0 +1,137 @@
+"""Whole sessions on a real local Ray cluster: AgentActor, ToolActor and PredictorActor."""
+
+import subprocess
+import sys
+
+import pytest
+
+import raygent
+from raygent.errors import AgentError
+from raygent.messages import (
+    AssistantMessage,
+    StateChange,
+    TextDelta,
+    ToolCallEnd,
+    ToolMessage,
+    ToolResultChunk,
+    UserMessage,
+)
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "scheduler.py").write_text(
+        "class Scheduler:\n    '''Round-robin scheduler for worker queues.'''\n"
+        "    def next_worker(self):\n        return self.queue.pop(0)\n"
+    )
+    (tmp_path / "pkg" / "other.py").write_text("# unrelated\nVALUE = 1\n")
+    return tmp_path
+
+
+def test_multi_turn_session_with_tool_calls(ray_cluster, workspace):
+    agent = raygent.Agent(workspace=workspace, model="scripted")
+    try:
+        result = agent.run("Where is the round-robin scheduler?")
+        assert result.model == "scripted (offline)"
+        assert [c.name for c in result.tool_calls] == ["list_dir", "grep", "read_file"]
+        assert [r.is_error for r in result.tool_results] == [False, False, False]
+        assert result.tool_calls[2].arguments["path"] == "pkg/scheduler.py"
+        assert "pkg/scheduler.py" in result.text and result.turns == 4
+        assert result.input_tokens > 0 and result.output_tokens > 0
+
+        # Second prompt in the same session: streamed, and the history holds both.
+        chunks = list(agent.stream("and what does next_worker return?"))
+        assert any(isinstance(c, TextDelta) for c in chunks)
+        assert sum(isinstance(c, ToolCallEnd) for c in chunks) == 3
+        assert sum(isinstance(c, ToolResultChunk) for c in chunks) == 3
+        assert isinstance(chunks[-1], StateChange) and chunks[-1].target == "Idle"
+        history = agent.history()
+        assert [m.content for m in history if isinstance(m, UserMessage)] == [
+            "Where is the round-robin scheduler?",
+            "and what does next_worker return?",
+        ]
+        assert sum(isinstance(m, ToolMessage) for m in history) == 6
+        status = agent.status()
+        assert status["state"] == "Idle" and status["stats"]["tool_calls"] == 6
+
+        # The predictor heard the tool events (fire-and-forget, so allow it to catch up).
+        for _ in range(50):
+            if agent.next_tools("grep"):
+                break
+            ray_cluster.get(ray_cluster.put(None))
+        assert agent.next_tools("grep")[0][0] == "read_file"
+    finally:
+        agent.close()
+
+
+def test_two_agents_share_the_workspace_tool_actor(ray_cluster, workspace):
+    a = raygent.Agent(workspace=workspace, model="scripted")
+    b = raygent.Agent(workspace=workspace, model="scripted")
+    try:
+        assert a._tools._actor_id == b._tools._actor_id
+        ra, rb = a.run("scheduler"), b.run("scheduler")
+        assert ra.tool_calls[2].arguments == rb.tool_calls[2].arguments
+    finally:
+        a.close()
+        b.close()
+
+
+def test_killed_tool_actor_gives_typed_error_and_keeps_history(ray_cluster, tmp_path):
+    (tmp_path / "notes.txt").write_text("kill switch here\n")
+    agent = raygent.Agent(workspace=tmp_path, model="scripted")
+    try:
+        agent.run("kill switch")
+        ray_cluster.kill(agent._tools)
+        with pytest.raises(AgentError) as info:
+            agent.run("kill switch again")
+        assert info.value.kind == "tool_runner_failed"
+        history = agent.history()
+        assert [m.content for m in history if isinstance(m, UserMessage)] == [
+            "kill switch",
+            "kill switch again",
+        ]
+        last = history[-1]
+        assert isinstance(last, ToolMessage) and last.is_error and "interrupted" in last.content
+        assert isinstance(history[-2], AssistantMessage)
+        assert agent.status()["state"] == "Error"
+    finally:
+        agent.close()
+
+
+def _cli(*args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "raygent.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_cli_run_streams_tool_calls_and_a_summary(ray_cluster, workspace):
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = _cli("run", "Where is the scheduler?", "--workspace", str(workspace), "--address", address)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "scripted (offline)" in out
+    for name in ("list_dir", "grep", "read_file"):
+        assert f"▶ {name}" in out
+    assert "pkg/scheduler.py" in out
+    assert "tool calls 3 (0 failed)" in out and "state Idle" in out
+
+
+def test_cli_fails_with_one_line_reason(ray_cluster, tmp_path):
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = _cli("run", "x", "--workspace", str(tmp_path / "missing"), "--address", address)
+    assert proc.returncode == 2
+    assert "is not a directory" in proc.stderr
+    # An endpoint that refuses connections: a provider error after the retries, exit code 1.
+    proc = _cli(
+        "run", "x", "--workspace", str(tmp_path), "--address", address,
+        "--model", "some-model", "--base-url", "http://127.0.0.1:9/v1",
+    )
+    assert proc.returncode == 1
+    assert "error (provider_error)" in proc.stderr
