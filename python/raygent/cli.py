@@ -58,14 +58,15 @@ def run(
     """Run one agent session and stream its text and tool calls as they happen."""
     import raygent
 
-    out = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    # soft_wrap: long lines (tool arguments, paths) stay whole instead of being cut at 80 columns.
+    out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     started = time.perf_counter()
     try:
         raygent.init(address=address)
         agent = raygent.Agent(workspace=workspace, model=model, base_url=base_url, max_turns=max_turns)
     except (RaygentError, ValueError, OSError) as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
     import ray
 
@@ -80,7 +81,7 @@ def run(
     try:
         for chunk in agent.stream(task):
             if isinstance(chunk, TextDelta):
-                out.print(chunk.text, end="", markup=False, soft_wrap=True)
+                out.print(chunk.text, end="", markup=False)
                 at_line_start = chunk.text.endswith("\n")
             elif isinstance(chunk, ToolCallStart):
                 if not at_line_start:
@@ -105,7 +106,7 @@ def run(
     except RaygentError as e:
         kind = getattr(e, "kind", type(e).__name__)
         reason = (str(e).splitlines() or [""])[0]
-        err.print(f"\n[bold red]error ({kind}):[/] {reason}", soft_wrap=True)
+        err.print(f"\n[bold red]error ({kind}):[/] {reason}")
         raise typer.Exit(1) from None
     status = agent.status()
     agent.close()

@@ -204,7 +204,10 @@ def _grep_hits(grep_output: str) -> list[tuple[str, int, str]]:
     return hits
 
 
-_DOC_SUFFIXES = (".md", ".rst", ".txt")
+_CODE_SUFFIXES = (
+    ".py", ".pyi", ".rs", ".c", ".h", ".cc", ".cpp", ".hpp", ".go", ".java", ".kt", ".js",
+    ".ts", ".tsx", ".jsx", ".rb", ".php", ".cs", ".swift", ".scala", ".sh", ".lua", ".zig",
+)
 
 
 def _rank_files(hits: list[tuple[str, int, str]], keywords: list[str]) -> list[tuple[str, int]]:
@@ -212,7 +215,8 @@ def _rank_files(hits: list[tuple[str, int, str]], keywords: list[str]) -> list[t
 
     A file scores the sum of ``1 / (files containing the word)`` over the task words it
     contains, so a word that is everywhere (the project's name) counts little and a file that
-    has several rare words ranks first; ties go to more hits, then code over prose.
+    has several rare words ranks first. Source code counts double against prose and build files
+    (a README that repeats the question is seldom where the answer lives); ties go to more hits.
     """
     words_in: dict[str, set[str]] = {}
     best_line: dict[str, tuple[int, int]] = {}
@@ -226,10 +230,11 @@ def _rank_files(hits: list[tuple[str, int, str]], keywords: list[str]) -> list[t
         if path not in best_line or len(found) > best_line[path][1]:
             best_line[path] = (line, len(found))
     doc_freq = Counter(k for found in words_in.values() for k in found)
-    score = {p: sum(1 / doc_freq[k] for k in found) for p, found in words_in.items()}
-    order = sorted(
-        words_in, key=lambda p: (-score[p], -counts[p], p.endswith(_DOC_SUFFIXES), p)
-    )
+    score = {
+        p: sum(1 / doc_freq[k] for k in found) * (2.0 if p.endswith(_CODE_SUFFIXES) else 1.0)
+        for p, found in words_in.items()
+    }
+    order = sorted(words_in, key=lambda p: (-score[p], -counts[p], p))
     return [(p, best_line[p][0]) for p in order]
 
 
