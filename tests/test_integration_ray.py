@@ -135,3 +135,47 @@ def test_cli_fails_with_one_line_reason(ray_cluster, tmp_path):
     )
     assert proc.returncode == 1
     assert "error (provider_error)" in proc.stderr
+
+
+def test_user_tools_run_in_the_workspace_tool_actor(ray_cluster, tmp_path):
+    import orjson
+
+    from raygent.messages import ToolCall, ToolResult, decode, encode
+
+    @raygent.tool(read_only=True)
+    def shout(text: str, times: int = 1) -> str:
+        """Upper-case a text.
+
+        Parameters
+        ----------
+        text : str
+            What to shout.
+        times : int
+            Repetitions.
+        """
+        return " ".join([text.upper()] * times)
+
+    def plain_function(n: int) -> int:
+        """Double a number."""
+        return 2 * n
+
+    agent = raygent.Agent(workspace=tmp_path, model="scripted", tools=[shout, plain_function])
+    try:
+        refs = agent._tools.run_turn.options(num_returns="streaming").remote(
+            encode([ToolCall("a", "shout", {"text": "hi", "times": 2}),
+                    ToolCall("b", "plain_function", {"n": 21}),
+                    ToolCall("c", "shout", {"text": 3})])
+        )
+        results = {r.call_id: r for r in (decode(ray_cluster.get(ref), ToolResult) for ref in refs)}
+        assert results["a"].content == "HI HI" and not results["a"].is_error
+        assert orjson.loads(results["b"].content) == 42
+        assert results["c"].is_error and results["c"].error_kind == "bad_arguments"
+        # A name clash with a built-in is refused before anything is registered.
+        def read_file(path: str) -> str:
+            """Shadow a built-in."""
+            return path
+
+        with pytest.raises(ValueError, match="taken by a built-in"):
+            raygent.Agent(workspace=tmp_path, model="scripted", tools=[read_file])
+    finally:
+        agent.close()

@@ -419,3 +419,20 @@ def test_scrubbed_env_names():
 async def test_run_command_rejects_bad_timeout(tools):
     with pytest.raises(ToolArgumentError):
         await tools["run_command"].invoke({"command": "true", "timeout_s": 0})
+
+
+async def test_tool_survives_pickling_with_its_validation():
+    from ray import cloudpickle  # what Ray uses to ship a tool to the ToolActor
+
+    def local(text: str, times: int = 1) -> str:
+        """Repeat a text."""
+        return text * times
+
+    t = tool(read_only=True, timeout_s=2.0)(local)
+    back = cloudpickle.loads(cloudpickle.dumps(t))
+    assert (back.name, back.schema, back.read_only, back.timeout_s) == (
+        t.name, t.schema, t.read_only, t.timeout_s
+    )
+    assert await back.invoke({"text": "ab", "times": 2}) == "abab"
+    with pytest.raises(ToolArgumentError):
+        await back.invoke({"text": 1})

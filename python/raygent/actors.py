@@ -36,7 +36,7 @@ from raygent.pipeline import ToolPipeline
 from raygent.predictor import Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
-from raygent.tools import builtin_tools
+from raygent.tools import Tool, builtin_tools
 
 __all__ = ["AgentSpec", "AgentActor", "ToolActor", "PredictorActor"]
 
@@ -77,12 +77,39 @@ class ToolActor:
     ) -> None:
         self.workspace = workspace
         self.tools = builtin_tools(workspace)
+        self.builtin_names = tuple(self.tools)
         self.pipeline = ToolPipeline(
             self.tools, max_concurrency=max_concurrency, default_timeout_s=default_timeout_s
         )
 
     def schemas(self) -> list[dict[str, Any]]:
-        return [t.schema for t in self.tools.values()]
+        """Schemas of the built-in tools (user tools are offered by the session that added them)."""
+        return [self.tools[name].schema for name in self.builtin_names]
+
+    def add_tools(self, tools: list[Tool]) -> list[dict[str, Any]]:
+        """Register user tools with this workspace's pipeline; returns their schemas.
+
+        Raises
+        ------
+        ValueError
+            A name is taken by a built-in, or by another tool with a different schema (the
+            registry is shared by every session of the workspace, so a silent replacement
+            would change another session's tool). Nothing is registered then.
+        """
+        for t in tools:
+            taken = self.tools.get(t.name)
+            if taken is None:
+                continue
+            if t.name in self.builtin_names:
+                raise ValueError(f"tool name {t.name!r} is taken by a built-in tool")
+            if taken.schema != t.schema:
+                raise ValueError(
+                    f"tool {t.name!r} is already registered on this workspace with another schema"
+                )
+        for t in tools:
+            self.tools[t.name] = t
+            self.pipeline.tools[t.name] = t
+        return [t.schema for t in tools]
 
     async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
         """Streaming generator: one encoded ToolResult per call, as each finishes."""

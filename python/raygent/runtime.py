@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from raygent.messages import (
 )
 from raygent.providers._spec import resolve_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT
+from raygent.tools import Tool, tool
 
 __all__ = ["init", "shutdown", "Agent", "RunResult"]
 
@@ -128,13 +129,18 @@ class Agent:
         Model responses allowed per prompt.
     tool_timeout_s : float, default 120.0
         Timeout of a tool call (seconds).
+    tools : sequence of Tool or callable, optional
+        Tools offered to the model besides the built-ins (a plain function is wrapped with
+        :func:`raygent.tool`). They run in the workspace's ``ToolActor`` process, registered
+        there for every session of the workspace.
 
     Raises
     ------
     NotADirectoryError
         ``workspace`` is not a directory.
     ValueError
-        An endpoint is configured without a model name.
+        An endpoint is configured without a model name, or a tool's name is taken (by a
+        built-in, or by another tool of the workspace with a different schema).
     """
 
     def __init__(
@@ -149,6 +155,7 @@ class Agent:
         budget_tokens: int = 32_000,
         max_turns: int = 24,
         tool_timeout_s: float = 120.0,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
     ) -> None:
         root = Path(workspace).resolve()
         if not root.is_dir():
@@ -167,6 +174,9 @@ class Agent:
             name="raygent-predictor", get_if_exists=True
         ).remote()
         schemas = _get(self._tools.schemas.remote())
+        if tools:
+            extra = [t if isinstance(t, Tool) else tool(t) for t in tools]
+            schemas += _get(self._tools.add_tools.remote(extra))
         spec = AgentSpec(
             session_id=self.session_id,
             provider=provider,

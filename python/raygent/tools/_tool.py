@@ -141,6 +141,18 @@ class Tool:
     def __repr__(self) -> str:
         return f"Tool(name={self.name!r}, read_only={self.read_only}, timeout_s={self.timeout_s})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A tool travels to the ToolActor by pickling. The argument Struct is a class made at
+        # run time, which does not survive pickling by value intact, so the receiver rebuilds
+        # the tool from its function instead.
+        return (_rebuild_tool, (self.fn, self.name, self.description, self.read_only, self.timeout_s))
+
+
+def _rebuild_tool(
+    fn: Callable[..., Any], name: str, description: str, read_only: bool, timeout_s: float | None
+) -> Tool:
+    return Tool(fn, name=name, description=description, read_only=read_only, timeout_s=timeout_s)
+
 
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
