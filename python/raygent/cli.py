@@ -138,6 +138,50 @@ def tools(
         out.print(f"[bold]{t.name}[/] ({kind}): {t.description}")
 
 
+@app.command()
+def bench(
+    suites: Annotated[
+        Optional[list[str]], typer.Argument(help="Suites to run, e.g. 'ansi' for benches/test_bench_ansi.py (default: all).")
+    ] = None,
+    save: Annotated[Optional[str], typer.Option(help="Save this run as baseline .benchmarks/NAME.json.")] = None,
+    compare: Annotated[
+        Optional[str], typer.Option(help="Compare with baseline NAME; exit 1 when a case regressed.")
+    ] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write DIR/report.md and PNG plots.")] = None,
+    benches: Annotated[Path, typer.Option(help="Folder of the pytest-benchmark suites.")] = Path("benches"),
+    threshold: Annotated[
+        float, typer.Option(help="Median regression (fraction) that fails --compare, beyond the noise band.")
+    ] = 0.10,
+    no_rust: Annotated[bool, typer.Option("--no-rust", help="Skip the criterion benches.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Few rounds per case: a fast, rough run.")] = False,
+) -> None:
+    """Run the benchmarks with every peer beside raygent; keep and compare baselines; write a report."""
+    import shlex
+    import sys
+
+    from raygent.bench import find_root, run_bench
+
+    root = find_root(Path.cwd())
+    if not benches.is_absolute() and not benches.is_dir():
+        benches = root / benches
+    code = run_bench(
+        suites=suites or [],
+        benches=benches,
+        root=root,
+        save=save,
+        compare_to=compare,
+        report=report,
+        threshold=threshold,
+        rust=not no_rust,
+        quick=quick,
+        command="raygent " + shlex.join(sys.argv[1:]),
+        # Piped to a file, the tables keep their width instead of wrapping at 80 columns.
+        out=Console(highlight=False, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160),
+        err=Console(stderr=True, highlight=False),
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     # Ray's own log lines would interleave with the streamed answer; keep them for errors.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
