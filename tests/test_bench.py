@@ -434,3 +434,11 @@ def test_ctrl_c_keeps_the_finished_cases(suite, tmp_path):
     doc = json.loads((suite / ".benchmarks/partial.json").read_text())
     assert [(c["suite"], c["group"]) for c in doc["cases"]] == [("a_tiny", "tiny")]
     assert "interrupted" in (tmp_path / "out/report.md").read_text()
+
+
+def test_pytest_progress_lines_are_recognised():
+    m = bench._PYTEST_RESULT.search("benches/test_bench_pool.py::test_encode[text delta-pooled] PASSED    [ 4%]")
+    assert m and m.groups() == ("test_encode[text delta-pooled]", "PASSED")
+    assert bench._PYTEST_RESULT.search("benches/x.py::test_a SKIPPED (only benchmarks) [ 9%]").group(2) == "SKIPPED"
+    assert bench._PYTEST_COLLECTED.search("collecting ... collected 21 items").group(1) == "21"
+    assert bench._PYTEST_COLLECTED.search("collected 1 item").group(1) == "1"

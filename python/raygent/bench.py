@@ -440,7 +440,7 @@ def read_criterion(
         Crate name -> version, for peers' versions (from ``Cargo.lock``).
     """
     versions = versions or {}
-    cases = []
+    cases: list[Case] = []
     if not criterion_dir.is_dir():
         return cases
     for bj in sorted(criterion_dir.rglob("new/benchmark.json")):
@@ -548,7 +548,8 @@ class BenchInterrupted(Exception):
         self.cases = cases
 
 
-_PYTEST_RESULT = re.compile(r"::(\S+)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+# Case ids may hold spaces ("test_encode[text delta-pooled]").
+_PYTEST_RESULT = re.compile(r"::(.+?)\s+(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _PYTEST_COLLECTED = re.compile(r"\bcollected (\d+) items?")
 _PYTEST_ERROR = re.compile(r"^(?:FAILED|ERROR)\s+\S+")
 
@@ -768,12 +769,23 @@ def fmt_outliers(o: Outliers, rounds: int) -> str:
     return f"{o.mild}+{o.severe} of {rounds}"
 
 
+def fmt_num(v: float | None) -> str:
+    """3 significant digits, without exponents for the values a table shows."""
+    if v is None:
+        return "—"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 0.001:
+        return f"{v:#.3g}"
+    return f"{v:.2e}"
+
+
 def fmt_gbps(c: Case) -> str:
-    return "—" if c.gbps is None else f"{c.gbps:#.3g}"
+    return fmt_num(c.gbps)
 
 
 def fmt_us_per_item(c: Case) -> str:
-    return "—" if c.us_per_item is None else f"{c.us_per_item:#.3g}"
+    return fmt_num(c.us_per_item)
 
 
 def fmt_ratio(r: float | None, ours: bool) -> str:
@@ -1024,41 +1036,52 @@ def _colors(impls: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def _short(text: str, n: int = 48) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def plot_throughput(cases: list[Case], out_dir: Path, plt: Any) -> list[Path]:
     """Bar charts of throughput per case beside its peers, one panel per group.
 
-    Bars are at the median; the whiskers span the throughput at the first and third quartiles.
+    Bars are at the median; the whiskers span the throughput at the first and third quartiles;
+    the label beside a peer is peer median / raygent median. The axis turns logarithmic when
+    a group's throughputs span more than 30×.
     """
     groups = list(group_cases(cases).items())
     colors = _colors(c.impl for c in cases)
     paths = []
-    per_fig = 12
-    for page in range(0, len(groups), per_fig):
-        chunk = groups[page : page + per_fig]
-        ncols = 2 if len(chunk) > 1 else 1
-        nrows = math.ceil(len(chunk) / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 0.5 + 2.4 * nrows), squeeze=False)
-        for ax in axes.flat[len(chunk) :]:
-            ax.axis("off")
-        for ax, (name, group) in zip(axes.flat, chunk):
+    per_fig = 8
+    pages = [groups[i : i + per_fig] for i in range(0, len(groups), per_fig)]
+    for n, chunk in enumerate(pages, 1):
+        heights = [0.9 + 0.3 * len(g) for _, g in chunk]
+        fig, axes = plt.subplots(
+            len(chunk), 1, figsize=(10, 0.6 + sum(heights)), squeeze=False,
+            gridspec_kw={"height_ratios": heights},
+        )
+        for ax, (name, group) in zip(axes[:, 0], chunk):
             unit, metric = _throughput_metric(group)
             vals = [metric(c) for c in group]
             lo = [v - v * c.median / c.stats.q3 if c.stats.q3 > 0 else 0 for v, c in zip(vals, group)]
             hi = [v * c.median / c.stats.q1 - v if c.stats.q1 > 0 else 0 for v, c in zip(vals, group)]
-            y = range(len(group))
-            ax.barh(list(y), vals, xerr=[lo, hi], color=[colors[c.impl] for c in group], capsize=3)
-            ax.set_yticks(list(y), labels(group), fontsize=8)
+            y = list(range(len(group)))
+            ax.barh(y, vals, xerr=[lo, hi], color=[colors[c.impl] for c in group], capsize=3)
+            ax.set_yticks(y, [_short(x) for x in labels(group)], fontsize=8)
             ax.invert_yaxis()
-            ax.set_xlabel(unit)
-            ax.set_title(name if len(name) <= 60 else name[:57] + "…", fontsize=9)
-            ax.set_xlim(0, max(v + h for v, h in zip(vals, hi)) * 1.18)
+            top = max(v + h for v, h in zip(vals, hi))
+            if min(vals) > 0 and top / min(vals) > 30:
+                ax.set_xscale("log")
+                ax.set_xlim(min(vals) / 2, top * 4)
+            else:
+                ax.set_xlim(0, top * 1.18)
+            ax.set_xlabel(unit, fontsize=8)
+            ax.set_title(_short(name, 100), fontsize=9, loc="left")
             for yi, (v, h, c) in enumerate(zip(vals, hi, group)):
                 r = ratio(c, group)
                 if r is not None:
                     ax.annotate(f"  {r:.2f}×", (v + h, yi), va="center", fontsize=8)
-        fig.suptitle("Throughput per case (higher is better; label: peer median / raygent median)", fontsize=10)
-        fig.tight_layout()
-        path = out_dir / (f"throughput-{page // per_fig + 1}.png" if len(groups) > per_fig else "throughput.png")
+        fig.suptitle("Throughput per case, median (higher is better; label: peer median / raygent median)", fontsize=10)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+        path = out_dir / (f"throughput-{n}.png" if len(pages) > 1 else "throughput.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
@@ -1077,31 +1100,32 @@ def json_size_cases(cases: list[Case]) -> list[Case]:
 
 
 def plot_json_cost(cases: list[Case], out_dir: Path, plt: Any) -> Path:
-    """Per-delta cost (µs) against document size, one line per impl and family of groups."""
-    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    """Per-delta cost (µs) against document size: one panel per family of groups (the group
+    name without its size), one line per impl."""
+    fams: dict[str, dict[str, list[tuple[int, float]]]] = {}
     impl_of = {c.label: c.impl for c in cases}
     for c in cases:
-        family = _without_size(c.group) if "doc_bytes" not in c.extra else c.group
-        series.setdefault((c.label, family), []).append((c.doc_bytes or 0, c.us_per_item or 0.0))
-    families = {f for _, f in series}
+        family = _without_size(c.group)  # "json events: 10KB" and "json events: 1KB" share a panel
+        fams.setdefault(family, {}).setdefault(c.label, []).append((c.doc_bytes or 0, c.us_per_item or 0.0))
     colors = _colors(impl_of.values())
-    styles = ["-", "--", ":", "-."]
-    fam_style = {f: styles[i % len(styles)] for i, f in enumerate(sorted(families))}
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for (name, fam), pts in sorted(series.items()):
-        pts.sort()
-        impl = impl_of[name]
-        ax.plot(
-            [p[0] for p in pts], [p[1] for p in pts], fam_style[fam], marker="o", color=colors[impl],
-            label=name if len(families) == 1 else f"{name} — {fam}", linewidth=2.5 if impl == OURS else 1.5,
-        )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("document size (bytes)")
-    ax.set_ylabel("µs per delta (median)")
-    ax.set_title("Incremental JSON: cost per delta against document size (lower is better)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    markers = "osD^v<>ph*"
+    fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 5.2), squeeze=False, sharey=True)
+    for ax, (fam, series) in zip(axes[0], sorted(fams.items())):
+        for k, (name, pts) in enumerate(sorted(series.items())):
+            pts.sort()
+            impl = impl_of[name]
+            ax.plot(
+                [p[0] for p in pts], [p[1] for p in pts], marker=markers[k % len(markers)], color=colors[impl],
+                label=_short(name, 40), linewidth=2.5 if impl == OURS else 1.3,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("document size (bytes)")
+        ax.set_title(_short(fam, 70), fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("µs per delta (median)")
+    fig.suptitle("Incremental JSON: cost per delta against document size (lower is better)", fontsize=10)
     fig.tight_layout()
     path = out_dir / "json-delta-cost.png"
     fig.savefig(path, dpi=110)
