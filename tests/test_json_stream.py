@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 from pathlib import Path
 
@@ -357,3 +358,388 @@ def test_completed_subtrees_are_built_once_and_shared() -> None:
     assert first["done"] is second["done"]  # type: ignore[index]
     assert first is not second
     assert first["open"] is not second["open"]  # type: ignore[index]
+
+
+# --- exact semantics, one named test each --------------------------------------------------------
+
+
+def test_semantics_duplicate_keys_last_value_wins_at_first_position() -> None:
+    text = '{"a": 1, "b": 2, "a": 3}'
+    assert parse(text, 1) == json.loads(text) == orjson.loads(text) == {"a": 3, "b": 2}
+    assert list(parse(text)) == ["a", "b"]  # type: ignore[arg-type]
+
+
+def test_semantics_big_ints_are_exact_python_ints() -> None:
+    for text in ("18446744073709551616", "-9223372036854775809", "1" + "0" * 400):
+        got = parse(text, 3)
+        assert type(got) is int and got == int(text) == json.loads(text)
+
+
+def test_semantics_floats_equal_json_loads() -> None:
+    for text in ("0.1", "1.7976931348623157e308", "4.9e-324", "2.2250738585072011e-308", "-0.0", "1E+2", "123456789.123456789e-5"):
+        got = parse(text, 1)
+        assert type(got) is float and got == json.loads(text) == orjson.loads(text)
+        assert math.copysign(1.0, got) == math.copysign(1.0, json.loads(text))  # type: ignore[arg-type]
+    # Overflow: json.loads' value (orjson rejects it).
+    assert parse("[1e400, -1e400, 1e-400]") == json.loads("[1e400, -1e400, 1e-400]") == [math.inf, -math.inf, 0.0]
+
+
+def test_semantics_surrogate_pairs_decode_like_orjson() -> None:
+    text = '["\\ud83d\\ude00", "\\uD834\\uDD1E"]'
+    assert parse(text, 1) == orjson.loads(text) == ["😀", "𝄞"]
+
+
+@pytest.mark.parametrize("text", ['["\\ud800"]', '["\\udc00"]', '["\\ud800\\u0041"]', '["\\udc00\\ud800"]', '["\\ud83d"'])
+def test_semantics_lone_surrogates_rejected_like_orjson(text: str) -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(text)
+    with pytest.raises(JsonStreamError) as info:
+        parse(text, 1)
+    assert info.value.reason == "lone surrogate in \\u escape"
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", "[-Infinity]", '{"a": NaN}', "[nan]"])
+def test_semantics_nan_and_infinity_rejected(text: str) -> None:
+    with pytest.raises(JsonStreamError):
+        parse(text)
+
+
+def test_semantics_depth_limit_has_a_clear_error() -> None:
+    with pytest.raises(JsonStreamError) as info:
+        parse("[" * 513 + "]" * 513)
+    assert (info.value.offset, info.value.reason) == (512, "nesting deeper than max_depth")
+    assert str(info.value) == "nesting deeper than max_depth at byte 512"
+    assert parse("[" * 512 + "]" * 512) is not None
+
+
+def test_semantics_utf8_bom_rejected() -> None:
+    with pytest.raises(JsonStreamError) as info:
+        parse(b"\xef\xbb\xbf{}")
+    assert (info.value.offset, info.value.reason) == (0, "UTF-8 byte order mark is not allowed")
+    with pytest.raises(JsonStreamError):
+        parse("\ufeff{}")
+
+
+# --- events ----------------------------------------------------------------------------------------
+
+
+def merged(events: list[tuple[str, tuple[object, ...], object]]) -> list[tuple[str, tuple[object, ...], object]]:
+    """Events with each string's deltas joined, so the result does not depend on the cuts."""
+    out: list[tuple[str, tuple[object, ...], object]] = []
+    for kind, path, value in events:
+        if kind == "delta" and out and out[-1][0] == "delta" and out[-1][1] == path:
+            out[-1] = ("delta", path, out[-1][2] + value)  # type: ignore[operator]
+        else:
+            out.append((kind, path, value))
+    return out
+
+
+def events_of(text: str | bytes, deltas: list[str | bytes] | None = None, **kwargs: bool) -> list[tuple[str, tuple[object, ...], object]]:
+    stream = JsonStream(events=True, **kwargs)
+    got = []
+    for d in deltas if deltas is not None else [text]:
+        stream.feed(d)
+        got.extend(stream.events())
+    stream.finish()
+    got.extend(stream.events())
+    return got
+
+
+def test_events_example_from_the_docs() -> None:
+    assert events_of('{"a": "hi", "b": [1]}') == [
+        ("delta", ("a",), "hi"),
+        ("value", ("a",), "hi"),
+        ("value", ("b", 0), 1),
+        ("value", ("b",), [1]),
+        ("value", (), {"a": "hi", "b": [1]}),
+    ]
+
+
+def test_events_follow_a_tool_call_delta_by_delta() -> None:
+    stream = JsonStream(events=True)
+    steps = ['{"pa', 'th": "', "src/", "m\\u00", "e9.py", '", "n": [', "1", "2, ", "true]}"]
+    got = []
+    for d in steps:
+        stream.feed(d)
+        got.append(stream.events())
+    assert got == [
+        [],  # a key produces no event
+        [("delta", ("path",), "")],  # the first delta comes with the opening quote
+        [("delta", ("path",), "src/")],
+        [("delta", ("path",), "m")],  # half an escape is held back
+        [("delta", ("path",), "é.py")],
+        [("value", ("path",), "src/mé.py")],
+        [],  # the number may still grow
+        [("value", ("n", 0), 12)],
+        [("value", ("n", 1), True), ("value", ("n",), [12, True]), ("value", (), {"path": "src/mé.py", "n": [12, True]})],
+    ]
+    assert stream.events() == []
+    assert stream.finish() == {"path": "src/mé.py", "n": [12, True]}
+
+
+def test_events_top_level_number_completes_at_finish() -> None:
+    stream = JsonStream(events=True)
+    stream.feed("-12.5")
+    assert stream.events() == []
+    assert stream.finish() == -12.5
+    assert stream.events() == [("value", (), -12.5)]
+
+
+def test_events_value_objects_are_those_finish_returns() -> None:
+    stream = JsonStream(events=True)
+    stream.feed('{"a": {"b": [1]}}')
+    events = stream.events()
+    final = stream.finish()
+    assert events[-1][2] is final
+    assert final["a"] is events[-2][2]  # type: ignore[index]
+
+
+def test_events_need_the_option() -> None:
+    with pytest.raises(ValueError, match="events=True"):
+        JsonStream().events()
+
+
+def test_events_do_not_depend_on_the_cuts() -> None:
+    doc = json.dumps({"path": "é😀.py", "content": 'a\\b"c\n\u2028' * 3, "edits": [{"old": "", "new": "x", "n": [1.5, -0, None, False]}]})
+    whole = merged(events_of(doc))
+    for cut in range(len(doc) + 1):
+        assert merged(events_of(doc, [doc[:cut], doc[cut:]])) == whole
+    raw = doc.encode()
+    assert merged(events_of(raw, [raw[i : i + 1] for i in range(len(raw))])) == whole
+    # The joined deltas of each string are its value.
+    for (kind, path, text), (kind2, path2, value) in zip(whole, whole[1:]):
+        if kind == "delta":
+            assert (kind2, path2, value) == ("value", path, text)
+
+
+# --- multiple values (NDJSON, concatenated) --------------------------------------------------------
+
+
+def test_multiple_ndjson_values_as_they_complete() -> None:
+    stream = JsonStream(multiple=True)
+    assert stream.done
+    stream.feed('{"a": 1}\n{"b"')
+    assert stream.values() == [{"a": 1}]
+    assert not stream.done
+    assert stream.partial() == {}
+    stream.feed(': [2]}\n3')
+    assert stream.values() == [{"b": [2]}]
+    assert stream.values() == []
+    assert stream.finish() == [3]
+    assert stream.finish() == []
+
+
+def test_multiple_concatenated_without_separators() -> None:
+    text = '{"a":1}{"b":2}[3]"x""y"true null 4 5{}'
+    expected = [{"a": 1}, {"b": 2}, [3], "x", "y", True, None, 4, 5, {}]
+    for step in (None, 1, 2, 5):
+        stream = JsonStream(multiple=True)
+        got = []
+        chunks = [text] if step is None else [text[i : i + step] for i in range(0, len(text), step)]
+        for c in chunks:
+            stream.feed(c)
+            got.extend(stream.values())
+        got.extend(stream.finish())  # type: ignore[arg-type]
+        assert got == expected
+
+
+def test_multiple_finish_raises_on_an_incomplete_value() -> None:
+    stream = JsonStream(multiple=True)
+    stream.feed('{"a": 1}\n{"b": ')
+    with pytest.raises(JsonStreamError) as info:
+        stream.finish()
+    assert (info.value.offset, info.value.reason) == (15, "unexpected end of input")
+
+
+def test_multiple_rejects_garbage_between_values() -> None:
+    stream = JsonStream(multiple=True)
+    with pytest.raises(JsonStreamError) as info:
+        stream.feed("[1] ]")
+    assert (info.value.offset, info.value.reason) == (4, "expected a value")
+
+
+def test_multiple_event_paths_start_with_the_ordinal() -> None:
+    assert events_of('{"a":"x"}\n[true]', multiple=True) == [
+        ("delta", (0, "a"), "x"),
+        ("value", (0, "a"), "x"),
+        ("value", (0,), {"a": "x"}),
+        ("value", (1, 0), True),
+        ("value", (1,), [True]),
+    ]
+
+
+def test_values_need_the_option() -> None:
+    with pytest.raises(ValueError, match="multiple=True"):
+        JsonStream().values()
+
+
+# --- differential: hypothesis documents at random split points equal orjson.loads of the whole ---
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# Number texts at the edges of int64/uint64 and of double range (subnormals, rounding ties);
+# overflow to infinity is left out: there orjson rejects and we follow json.loads (tested above).
+EDGE_NUMBERS = [
+    "0", "-0", "0.0", "-0.0", "0e0", "0E-0", "1E+2", "-1e-2",
+    "9223372036854775807", "-9223372036854775808", "18446744073709551615",
+    "1.7976931348623157e308", "-1.7976931348623157e+308", "2.2250738585072014e-308",
+    "2.2250738585072011e-308", "4.9e-324", "5e-324", "2.4703282292062328e-324", "1e-400",
+    "9007199254740993", "9007199254740993.0", "0.30000000000000004", "1.00000000000000011102230246251565404236316680908203125",
+    "123456789012345678901234567890e-10", "0.000000000000000000000000000001e30",
+]
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+    st.sampled_from(EDGE_NUMBERS).map(lambda t: _Raw(t)),
+)
+
+
+class _Raw(str):
+    """Number text written as is."""
+
+
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=6)),
+    max_leaves=40,
+)
+
+
+def _write_str(s: str, rng: random.Random, out: list[str]) -> None:
+    out.append('"')
+    for ch in s:
+        roll = rng.random()
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in "\b\f\n\r\t" and roll < 0.5:
+            out.append({"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        elif ord(ch) < 0x20 or roll < 0.2:
+            code = ord(ch)
+            if code >= 0x10000:
+                code -= 0x10000
+                units = [0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)]
+            else:
+                units = [code]
+            for u in units:
+                out.append(f"\\u{u:04x}" if rng.random() < 0.5 else f"\\u{u:04X}")
+        elif ch == "/" and roll < 0.6:
+            out.append("\\/")
+        else:
+            out.append(ch)
+    out.append('"')
+
+
+def _write(value: object, rng: random.Random, out: list[str]) -> None:
+    """Serialize with random whitespace, escapes and number spellings (iteration-free depth is
+    bounded by the strategies, so recursion is fine here)."""
+    ws = lambda: out.append(rng.choice(["", "", " ", "\n", "\t", "\r\n  "]))  # noqa: E731
+    ws()
+    if isinstance(value, _Raw):
+        out.append(str(value))
+    elif value is None or isinstance(value, bool):
+        out.append(json.dumps(value))
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(rng.choice([repr(value), f"{value:.17e}", f"{value:.17E}"]))
+    elif isinstance(value, str):
+        _write_str(value, rng, out)
+    elif isinstance(value, list):
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _write(item, rng, out)
+        ws()
+        out.append("]")
+    else:
+        assert isinstance(value, dict)
+        out.append("{")
+        for i, (k, item) in enumerate(value.items()):
+            if i:
+                out.append(",")
+            ws()
+            _write_str(k, rng, out)
+            ws()
+            out.append(":")
+            _write(item, rng, out)
+        ws()
+        out.append("}")
+    ws()
+
+
+def _feed_split(data: bytes, cuts: list[int], **kwargs: bool) -> JsonStream:
+    stream = JsonStream(**kwargs)
+    start = 0
+    for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+        stream.feed(data[start:cut])
+        start = cut
+    return stream
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents, st.randoms(use_true_random=False), st.lists(st.integers(min_value=0), max_size=12))
+def test_differential_random_documents_at_random_splits_equal_orjson(value: object, rng: random.Random, cuts: list[int]) -> None:
+    out: list[str] = []
+    _write(value, rng, out)
+    data = "".join(out).encode()
+    expected = orjson.loads(data)
+    assert same(_feed_split(data, cuts).finish(), expected)
+    assert same(json.loads(data), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=500), st.sampled_from(["[", '{"k":', '{"":[', '[{"\\u00e9":']), st.lists(st.integers(min_value=0), max_size=6))
+def test_differential_deep_nesting_equals_orjson(depth: int, opener: str, cuts: list[int]) -> None:
+    closer = {"[": "]", '{"k":': "}", '{"":[': "]}", '[{"\\u00e9":': "}]"}[opener]
+    levels = depth // (2 if len(closer) == 2 else 1) or 1
+    data = (opener * levels + '"\\ud83d\\ude00"' + closer * levels).encode()
+    assert same(_feed_split(data, cuts).finish(), orjson.loads(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers().filter(lambda i: not -(2**63) <= i < 2**64) | st.integers(), st.lists(st.integers(min_value=0), max_size=4))
+def test_differential_big_ints_equal_json_loads(number: int, cuts: list[int]) -> None:
+    data = f"[{number}, {-number}]".encode()
+    assert same(_feed_split(data, cuts).finish(), json.loads(data))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents, st.randoms(use_true_random=False), st.lists(st.integers(min_value=0), max_size=12))
+def test_differential_events_rebuild_the_document(value: object, rng: random.Random, cuts: list[int]) -> None:
+    out: list[str] = []
+    _write(value, rng, out)
+    data = "".join(out).encode()
+    stream = _feed_split(data, cuts, events=True)
+    final = stream.finish()
+    events = merged(stream.events())
+    assert events[-1] == ("value", (), final)
+    assert same(final, orjson.loads(data))
+    for i, (kind, path, text) in enumerate(events):
+        if kind == "delta":
+            assert events[i + 1] == ("value", path, text)
+        else:
+            node = final
+            for seg in path:
+                node = node[seg]  # type: ignore[index]
+            assert node is text or same(node, text)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(documents, max_size=5), st.randoms(use_true_random=False), st.lists(st.integers(min_value=0), max_size=12))
+def test_differential_concatenated_documents_equal_orjson_of_each(values: list[object], rng: random.Random, cuts: list[int]) -> None:
+    texts = []
+    for v in values:
+        out: list[str] = []
+        _write(v, rng, out)
+        texts.append("".join(out))
+    # Whitespace (or a newline, NDJSON) keeps two numbers apart; otherwise values may touch.
+    data = rng.choice([" ", "\n"]).join(texts).encode()
+    stream = _feed_split(data, cuts, multiple=True)
+    got = stream.values() + stream.finish()  # type: ignore[operator]
+    assert same(got, [orjson.loads(t) for t in texts])

@@ -10,6 +10,14 @@
 //! for tests and benches) or Python objects (the `py_json` binding) with no intermediate tree:
 //! a completed subtree is built once and only referenced afterwards.
 //!
+//! Two options (see [`Parser::multiple`] and [`Parser::events`]):
+//! - *multiple*: a stream of top-level values (NDJSON, or values concatenated with or without
+//!   whitespace between them, `{}{}` included), each handed over as it completes.
+//! - *events*: the builder also hears where each value completes ([`Builder::value_event`])
+//!   and what text each string value gained ([`Builder::delta_event`]), so a caller can follow
+//!   a document as it grows without asking for whole partial values. Object keys produce no
+//!   events; a string value produces at least one delta, the first in the feed that opens it.
+//!
 //! Nothing recurses on the depth of the input: parsing keeps an explicit stack bounded by
 //! `max_depth`, and [`Value`]'s `Drop`, `Clone` and `PartialEq` walk with explicit stacks too,
 //! so a 100,000-deep document costs heap, never call stack.
@@ -232,6 +240,41 @@ impl PartialEq for Value {
     }
 }
 
+/// One step of a [`Path`]: an array index or an object key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathSeg<'a> {
+    Index(usize),
+    Key(&'a str),
+}
+
+/// Where an event happened, from the root: in multiple mode the ordinal of the top-level value
+/// first ([`Path::document`]), then one [`PathSeg`] per open container.
+pub struct Path<'a, T: Tree> {
+    document: Option<usize>,
+    frames: &'a [Frame<T>],
+}
+
+impl<'a, T: Tree> Path<'a, T> {
+    /// The top-level value's ordinal (0, 1, ...) in multiple mode, `None` otherwise.
+    pub fn document(&self) -> Option<usize> {
+        self.document
+    }
+
+    /// Number of [`PathSeg`]s (the document ordinal not counted).
+    pub fn depth(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The keys and indices from the root down to the value.
+    pub fn segments(&self) -> impl Iterator<Item = PathSeg<'a>> + 'a {
+        self.frames.iter().map(|frame| match frame {
+            Frame::Array { len, .. } => PathSeg::Index(*len),
+            // Events fire only once a member's key is complete.
+            Frame::Object { key, .. } => PathSeg::Key(key.as_deref().unwrap_or("")),
+        })
+    }
+}
+
 /// The types a [`Builder`] produces: a finished value, and an array and object under
 /// construction (kept on the parser's stack between feeds).
 pub trait Tree {
@@ -267,6 +310,24 @@ pub trait Builder<T: Tree> {
     fn copy_array(&mut self, array: &T::Array) -> Result<T::Array, Self::Error>;
     fn copy_object(&mut self, object: &T::Object) -> Result<T::Object, Self::Error>;
     fn copy_value(&mut self, value: &T::Value) -> Result<T::Value, Self::Error>;
+    /// With [`Parser::events`] on: `value` (a scalar, a closed container or a complete string)
+    /// was completed at `path`. Called before the value is attached to its parent.
+    fn value_event(&mut self, path: &Path<'_, T>, value: &T::Value) -> Result<(), Self::Error> {
+        let _ = (path, value);
+        Ok(())
+    }
+    /// With [`Parser::events`] on: the string value at `path` gained `text` (whole characters).
+    /// `first` is true for the string's first delta, which comes in the feed that opens the
+    /// string, even when `text` is empty; the deltas of a string concatenate to its value.
+    fn delta_event(
+        &mut self,
+        path: &Path<'_, T>,
+        text: &str,
+        first: bool,
+    ) -> Result<(), Self::Error> {
+        let _ = (path, text, first);
+        Ok(())
+    }
 }
 
 /// [`Tree`] of plain Rust [`Value`]s.
@@ -450,7 +511,8 @@ impl Literal {
 }
 
 enum Frame<T: Tree> {
-    Array(T::Array),
+    /// `len` elements pushed so far: the index of the element being parsed.
+    Array { array: T::Array, len: usize },
     /// `key` is set from the end of a key until its value completes.
     Object {
         object: T::Object,
@@ -515,6 +577,17 @@ pub struct Parser<T: Tree> {
     bytes_fed: usize,
     max_depth: usize,
     failed: Option<JsonError>,
+    /// Multiple mode: top-level values follow one another; completed ones wait in `finished`.
+    multiple: bool,
+    finished: Vec<T::Value>,
+    /// Top-level values completed so far (multiple mode: the next one's ordinal).
+    documents: usize,
+    /// Events mode: the builder hears value and delta events.
+    events: bool,
+    /// Bytes of the open string value already sent as delta events, and whether its first
+    /// delta has been sent.
+    delta_sent: usize,
+    delta_started: bool,
 }
 
 /// Parser of plain Rust [`Value`]s, with builder-free convenience methods.
@@ -553,7 +626,80 @@ impl<T: Tree> Parser<T> {
             bytes_fed: 0,
             max_depth,
             failed: None,
+            multiple: false,
+            finished: Vec::new(),
+            documents: 0,
+            events: false,
+            delta_sent: 0,
+            delta_started: false,
         }
+    }
+
+    /// Multiple mode: accept any number of top-level values, one after the other, separated by
+    /// whitespace or by nothing (`{"a":1}{"b":2}`, `[1]"x"`; two numbers need whitespace, as
+    /// `12` is one number). Each value, once complete, waits for [`take_values`](Self::take_values);
+    /// end with [`finish_all_with`](Self::finish_all_with).
+    pub fn multiple(mut self, on: bool) -> Self {
+        self.multiple = on;
+        self
+    }
+
+    /// Events mode: call [`Builder::value_event`] and [`Builder::delta_event`] while parsing.
+    pub fn events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
+    }
+
+    pub fn is_multiple(&self) -> bool {
+        self.multiple
+    }
+
+    pub fn has_events(&self) -> bool {
+        self.events
+    }
+
+    /// Multiple mode: the top-level values completed since the last call, in order.
+    pub fn take_values(&mut self) -> Vec<T::Value> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// True while a value has started and is not complete (always false after single mode's
+    /// value completes).
+    pub fn value_open(&self) -> bool {
+        let between_values = self.state == State::Value && self.stack.is_empty();
+        self.state != State::Done && !between_values
+    }
+
+    /// Multiple mode's end of input: complete a trailing top-level number, then return the
+    /// values not yet taken by [`take_values`](Self::take_values), or fail with "unexpected
+    /// end of input" if a value is still open.
+    pub fn finish_all_with<B: Builder<T>>(
+        &mut self,
+        b: &mut B,
+    ) -> Result<Vec<T::Value>, JsonError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if let Err(e) = self.complete_trailing_number(b) {
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        if self.value_open() {
+            let e = JsonError::at(self.bytes_fed, "unexpected end of input");
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        Ok(self.take_values())
+    }
+
+    fn complete_trailing_number<B: Builder<T>>(&mut self, b: &mut B) -> Result<(), JsonError> {
+        if let State::Num(n) = self.state {
+            if self.stack.is_empty() && matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp) {
+                let at = self.bytes_fed;
+                self.complete_number(n, b, at)?;
+            }
+        }
+        Ok(())
     }
 
     /// Total bytes passed to `feed_with` so far, including those of and after a failed delta.
@@ -561,9 +707,15 @@ impl<T: Tree> Parser<T> {
         self.bytes_fed
     }
 
-    /// True once the complete top-level value has been parsed.
+    /// True once the complete top-level value has been parsed; in multiple mode, true while no
+    /// value is open (between values, including before the first).
     pub fn done(&self) -> bool {
-        self.state == State::Done && self.failed.is_none()
+        self.failed.is_none()
+            && if self.multiple {
+                !self.value_open()
+            } else {
+                self.state == State::Done
+            }
     }
 
     /// The error the stream failed with, if any.
@@ -597,14 +749,9 @@ impl<T: Tree> Parser<T> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
-        if let State::Num(n) = self.state {
-            if self.stack.is_empty() && matches!(n, Num::Zero | Num::Int | Num::Frac | Num::Exp) {
-                let at = self.bytes_fed;
-                if let Err(e) = self.complete_number(n, b, at) {
-                    self.failed = Some(e.clone());
-                    return Err(e);
-                }
-            }
+        if let Err(e) = self.complete_trailing_number(b) {
+            self.failed = Some(e.clone());
+            return Err(e);
         }
         match (&self.state, &self.root) {
             (State::Done, Some(root)) => b
@@ -634,25 +781,15 @@ impl<T: Tree> Parser<T> {
         if let Some(root) = &self.root {
             return b.copy_value(root).map(Some).map_err(fail);
         }
-        let in_string = matches!(
-            self.state,
-            State::Str
-                | State::StrEscape
-                | State::StrHex { .. }
-                | State::StrLowBackslash { .. }
-                | State::StrLowU { .. }
-                | State::StrLowHex { .. }
-                | State::StrUtf8 { .. }
-        );
-        let mut child = if in_string && !self.text_is_key {
+        let mut child = if self.in_string() && !self.text_is_key {
             Some(b.string(&self.text).map_err(fail)?)
         } else {
             None
         };
         for frame in self.stack.iter().rev() {
             child = Some(match frame {
-                Frame::Array(a) => {
-                    let mut copy = b.copy_array(a).map_err(fail)?;
+                Frame::Array { array, .. } => {
+                    let mut copy = b.copy_array(array).map_err(fail)?;
                     if let Some(c) = child {
                         b.push(&mut copy, c).map_err(fail)?;
                     }
@@ -699,7 +836,7 @@ impl<T: Tree> Parser<T> {
                             let built = if c == b'{' {
                                 b.object().map(|object| Frame::Object { object, key: None })
                             } else {
-                                b.array().map(Frame::Array)
+                                b.array().map(|array| Frame::Array { array, len: 0 })
                             };
                             self.stack
                                 .push(built.map_err(|e| build_failed(e, base + i))?);
@@ -768,7 +905,7 @@ impl<T: Tree> Parser<T> {
                 }
                 State::AfterValue => {
                     if !is_ws(c) {
-                        let is_array = matches!(self.stack.last(), Some(Frame::Array(_)));
+                        let is_array = matches!(self.stack.last(), Some(Frame::Array { .. }));
                         match (c, is_array) {
                             (b',', true) => self.state = State::Value,
                             (b',', false) => self.state = State::Key,
@@ -949,12 +1086,47 @@ impl<T: Tree> Parser<T> {
                 }
             }
         }
+        if self.events && !self.text_is_key && self.in_string() {
+            self.send_delta(b, base + input.len())?;
+        }
+        Ok(())
+    }
+
+    fn in_string(&self) -> bool {
+        matches!(
+            self.state,
+            State::Str
+                | State::StrEscape
+                | State::StrHex { .. }
+                | State::StrLowBackslash { .. }
+                | State::StrLowU { .. }
+                | State::StrLowHex { .. }
+                | State::StrUtf8 { .. }
+        )
+    }
+
+    /// Send the open string value's text since the last delta (and its first delta even if
+    /// empty).
+    fn send_delta<B: Builder<T>>(&mut self, b: &mut B, at: usize) -> Result<(), JsonError> {
+        if self.delta_started && self.text.len() == self.delta_sent {
+            return Ok(());
+        }
+        let path = Path {
+            document: self.multiple.then_some(self.documents),
+            frames: &self.stack,
+        };
+        b.delta_event(&path, &self.text[self.delta_sent..], !self.delta_started)
+            .map_err(|e| build_failed(e, at))?;
+        self.delta_sent = self.text.len();
+        self.delta_started = true;
         Ok(())
     }
 
     fn open_string(&mut self, is_key: bool) {
         self.text.clear();
         self.text_is_key = is_key;
+        self.delta_sent = 0;
+        self.delta_started = false;
         self.state = State::Str;
     }
 
@@ -1026,6 +1198,9 @@ impl<T: Tree> Parser<T> {
             }
             self.state = State::Colon;
         } else {
+            if self.events {
+                self.send_delta(b, base + at)?;
+            }
             let v = b
                 .string(&self.text)
                 .map_err(|e| build_failed(e, base + at))?;
@@ -1057,13 +1232,29 @@ impl<T: Tree> Parser<T> {
         b: &mut B,
         at: usize,
     ) -> Result<(), JsonError> {
+        if self.events {
+            let path = Path {
+                document: self.multiple.then_some(self.documents),
+                frames: &self.stack,
+            };
+            b.value_event(&path, &v).map_err(|e| build_failed(e, at))?;
+        }
         let attached = match self.stack.last_mut() {
             None => {
-                self.root = Some(v);
-                self.state = State::Done;
+                self.documents += 1;
+                if self.multiple {
+                    self.finished.push(v);
+                    self.state = State::Value;
+                } else {
+                    self.root = Some(v);
+                    self.state = State::Done;
+                }
                 return Ok(());
             }
-            Some(Frame::Array(a)) => b.push(a, v),
+            Some(Frame::Array { array, len }) => {
+                *len += 1;
+                b.push(array, v)
+            }
             Some(Frame::Object { object, key }) => {
                 let k = key.take().expect("a member's value follows its key");
                 b.insert(object, &k, v)
@@ -1076,7 +1267,7 @@ impl<T: Tree> Parser<T> {
 
     fn close<B: Builder<T>>(&mut self, b: &mut B, at: usize) -> Result<(), JsonError> {
         let closed = match self.stack.pop().expect("closing an open container") {
-            Frame::Array(a) => b.close_array(a),
+            Frame::Array { array, .. } => b.close_array(array),
             Frame::Object { object, .. } => b.close_object(object),
         };
         let v = closed.map_err(|e| build_failed(e, at))?;
@@ -1590,6 +1781,388 @@ mod tests {
             cuts.sort_unstable();
             let got = chunked(bytes, &cuts);
             prop_assert_eq!(got, Ok(v));
+        }
+    }
+
+    // --- events ---
+
+    /// Records events as text: `value <path> <value>` / `delta <path> <text>`.
+    #[derive(Default)]
+    struct Recorder {
+        log: Vec<(String, String, Option<Value>, String)>,
+    }
+
+    fn path_text(path: &Path<'_, ValueTree>) -> String {
+        let mut out = String::new();
+        if let Some(d) = path.document() {
+            out.push_str(&format!("#{d}"));
+        }
+        for seg in path.segments() {
+            match seg {
+                PathSeg::Index(i) => out.push_str(&format!("[{i}]")),
+                PathSeg::Key(k) => out.push_str(&format!(".{k}")),
+            }
+        }
+        out
+    }
+
+    impl Builder<ValueTree> for Recorder {
+        type Error = std::convert::Infallible;
+        fn null(&mut self) -> Result<Value, Self::Error> {
+            ValueBuilder.null()
+        }
+        fn boolean(&mut self, value: bool) -> Result<Value, Self::Error> {
+            ValueBuilder.boolean(value)
+        }
+        fn number(&mut self, number: &Number) -> Result<Value, Self::Error> {
+            ValueBuilder.number(number)
+        }
+        fn string(&mut self, text: &str) -> Result<Value, Self::Error> {
+            ValueBuilder.string(text)
+        }
+        fn array(&mut self) -> Result<Vec<Value>, Self::Error> {
+            ValueBuilder.array()
+        }
+        fn push(&mut self, array: &mut Vec<Value>, value: Value) -> Result<(), Self::Error> {
+            ValueBuilder.push(array, value)
+        }
+        fn close_array(&mut self, array: Vec<Value>) -> Result<Value, Self::Error> {
+            ValueBuilder.close_array(array)
+        }
+        fn object(&mut self) -> Result<ObjectBuf, Self::Error> {
+            ValueBuilder.object()
+        }
+        fn insert(
+            &mut self,
+            o: &mut ObjectBuf,
+            key: &str,
+            value: Value,
+        ) -> Result<(), Self::Error> {
+            ValueBuilder.insert(o, key, value)
+        }
+        fn close_object(&mut self, object: ObjectBuf) -> Result<Value, Self::Error> {
+            ValueBuilder.close_object(object)
+        }
+        fn copy_array(&mut self, array: &Vec<Value>) -> Result<Vec<Value>, Self::Error> {
+            ValueBuilder.copy_array(array)
+        }
+        fn copy_object(&mut self, object: &ObjectBuf) -> Result<ObjectBuf, Self::Error> {
+            ValueBuilder.copy_object(object)
+        }
+        fn copy_value(&mut self, value: &Value) -> Result<Value, Self::Error> {
+            ValueBuilder.copy_value(value)
+        }
+        fn value_event(
+            &mut self,
+            path: &Path<'_, ValueTree>,
+            value: &Value,
+        ) -> Result<(), Self::Error> {
+            self.log.push((
+                "value".into(),
+                path_text(path),
+                Some(value.clone()),
+                String::new(),
+            ));
+            Ok(())
+        }
+        fn delta_event(
+            &mut self,
+            path: &Path<'_, ValueTree>,
+            text: &str,
+            first: bool,
+        ) -> Result<(), Self::Error> {
+            let kind = if first { "delta0" } else { "delta" };
+            self.log
+                .push((kind.into(), path_text(path), None, text.to_owned()));
+            Ok(())
+        }
+    }
+
+    /// Events of `input` fed in pieces cut at `cuts`, with the deltas of each string merged
+    /// (so the result does not depend on the cuts) and checked to start with one first delta.
+    fn merged_events(
+        input: &[u8],
+        cuts: &[usize],
+        multiple: bool,
+    ) -> Vec<(String, String, String)> {
+        let mut p = Parser::<ValueTree>::new(64).events(true).multiple(multiple);
+        let mut rec = Recorder::default();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            p.feed_with(&input[start..cut], &mut rec).unwrap();
+            start = cut;
+        }
+        if multiple {
+            p.finish_all_with(&mut rec).unwrap();
+        } else {
+            p.finish_with(&mut rec).unwrap();
+        }
+        let mut out: Vec<(String, String, String)> = Vec::new();
+        for (kind, path, value, text) in rec.log {
+            match kind.as_str() {
+                "delta0" => out.push(("delta".into(), path, text)),
+                "delta" => {
+                    let last = out.last_mut().expect("a first delta came before");
+                    assert_eq!((last.0.as_str(), &last.1), ("delta", &path));
+                    last.2.push_str(&text);
+                }
+                _ => out.push((kind, path, format!("{:?}", value.unwrap()))),
+            }
+        }
+        out
+    }
+
+    fn ev(kind: &str, path: &str, v: &str) -> (String, String, String) {
+        (kind.into(), path.into(), v.into())
+    }
+
+    #[test]
+    fn events_of_a_tool_call_at_every_split() {
+        let doc = r#"{"path": "a\u00e9", "n": [1, {"k": null}, ""], "t": true}"#.as_bytes();
+        let expected = vec![
+            ev("delta", ".path", "a\u{e9}"),
+            ev("value", ".path", "String(\"a\u{e9}\")"),
+            ev("value", ".n[0]", "Number(Number { text: \"1\", is_integer: true })"),
+            ev("value", ".n[1].k", "Null"),
+            ev("value", ".n[1]", "Object([(\"k\", Null)])"),
+            ev("delta", ".n[2]", ""),
+            ev("value", ".n[2]", "String(\"\")"),
+            ev(
+                "value",
+                ".n",
+                "Array([Number(Number { text: \"1\", is_integer: true }), Object([(\"k\", Null)]), String(\"\")])",
+            ),
+            ev("value", ".t", "Bool(true)"),
+        ];
+        let all = merged_events(doc, &[], false);
+        assert_eq!(&all[..expected.len()], &expected[..]);
+        assert_eq!(all.len(), expected.len() + 1);
+        assert_eq!((all[9].0.as_str(), all[9].1.as_str()), ("value", ""));
+        for cut in 0..=doc.len() {
+            assert_eq!(merged_events(doc, &[cut], false), all, "split at {cut}");
+        }
+        let singles: Vec<usize> = (1..doc.len()).collect();
+        assert_eq!(merged_events(doc, &singles, false), all);
+    }
+
+    #[test]
+    fn first_delta_comes_in_the_feed_that_opens_the_string_and_keys_are_silent() {
+        let mut p = Parser::<ValueTree>::new(8).events(true);
+        let mut rec = Recorder::default();
+        p.feed_with(b"{\"ke", &mut rec).unwrap();
+        p.feed_with(b"y\": \"", &mut rec).unwrap();
+        assert_eq!(rec.log.len(), 1);
+        assert_eq!(
+            (
+                rec.log[0].0.as_str(),
+                rec.log[0].1.as_str(),
+                rec.log[0].3.as_str()
+            ),
+            ("delta0", ".key", "")
+        );
+        p.feed_with(b"ab", &mut rec).unwrap();
+        p.feed_with(b"\\u00", &mut rec).unwrap(); // half an escape: no new text, no event
+        p.feed_with(b"e9", &mut rec).unwrap();
+        let texts: Vec<_> = rec
+            .log
+            .iter()
+            .map(|e| (e.0.as_str(), e.3.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            [("delta0", ""), ("delta", "ab"), ("delta", "\u{e9}")]
+        );
+    }
+
+    #[test]
+    fn events_off_by_default() {
+        let mut p = Parser::<ValueTree>::new(8);
+        let mut rec = Recorder::default();
+        p.feed_with(b"{\"a\": [\"x\", 1]}", &mut rec).unwrap();
+        assert!(rec.log.is_empty());
+    }
+
+    // --- multiple mode ---
+
+    fn all_values(input: &[u8], cuts: &[usize]) -> Result<Vec<Value>, JsonError> {
+        let mut p = JsonStream::new(64).multiple(true);
+        let mut got = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            p.feed(&input[start..cut])?;
+            got.extend(p.take_values());
+            start = cut;
+        }
+        got.extend(p.finish_all_with(&mut ValueBuilder)?);
+        Ok(got)
+    }
+
+    #[test]
+    fn multiple_values_with_and_without_separators() {
+        let input = b"{\"a\":1}{\"b\":[2]}\n[3] \"x\"\"y\"\r\n4 -5.5\ttrue null[]{}7";
+        let expected = vec![
+            obj(vec![("a", num("1"))]),
+            obj(vec![("b", Value::Array(vec![num("2")]))]),
+            Value::Array(vec![num("3")]),
+            s("x"),
+            s("y"),
+            num("4"),
+            num("-5.5"),
+            Value::Bool(true),
+            Value::Null,
+            Value::Array(vec![]),
+            obj(vec![]),
+            num("7"),
+        ];
+        assert_eq!(all_values(input, &[]), Ok(expected.clone()));
+        for cut in 0..=input.len() {
+            assert_eq!(
+                all_values(input, &[cut]),
+                Ok(expected.clone()),
+                "split at {cut}"
+            );
+        }
+        assert_eq!(all_values(b"", &[]), Ok(vec![]));
+        assert_eq!(all_values(b" \n ", &[]), Ok(vec![]));
+    }
+
+    #[test]
+    fn multiple_values_are_handed_over_as_they_complete() {
+        let mut p = JsonStream::new(64).multiple(true);
+        assert!(p.done());
+        p.feed(b"{\"a\": 1}\n{\"b\"").unwrap();
+        assert_eq!(p.take_values(), vec![obj(vec![("a", num("1"))])]);
+        assert!(!p.done());
+        assert_eq!(p.partial(), Ok(Some(obj(vec![]))));
+        p.feed(b": 2}\n12").unwrap();
+        assert_eq!(p.take_values(), vec![obj(vec![("b", num("2"))])]);
+        assert!(p.take_values().is_empty());
+        assert_eq!(p.finish_all_with(&mut ValueBuilder), Ok(vec![num("12")]));
+    }
+
+    #[test]
+    fn multiple_mode_errors() {
+        let e = all_values(b"{\"a\":1}\n{\"b\":", &[]).unwrap_err();
+        assert_eq!((e.offset, &*e.reason), (13, "unexpected end of input"));
+        let e = all_values(b"[1] ]", &[]).unwrap_err();
+        assert_eq!((e.offset, &*e.reason), (4, "expected a value"));
+        let e = all_values(b"1 \xef\xbb\xbf", &[]).unwrap_err();
+        assert_eq!((e.offset, &*e.reason), (2, "expected a value"));
+    }
+
+    #[test]
+    fn multiple_mode_event_paths_start_with_the_document_ordinal() {
+        let got = merged_events(b"{\"a\":\"x\"} [true]", &[], true);
+        assert_eq!(
+            got,
+            vec![
+                ev("delta", "#0.a", "x"),
+                ev("value", "#0.a", "String(\"x\")"),
+                ev("value", "#0", "Object([(\"a\", String(\"x\"))])"),
+                ev("value", "#1[0]", "Bool(true)"),
+                ev("value", "#1", "Array([Bool(true)])"),
+            ]
+        );
+    }
+
+    // --- differential against serde_json ---
+
+    fn to_serde(v: &Value) -> serde_json::Value {
+        match v {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(n) => serde_json::from_str(n.text()).expect("a valid number"),
+            Value::String(t) => serde_json::Value::String(t.clone()),
+            Value::Array(items) => serde_json::Value::Array(items.iter().map(to_serde).collect()),
+            Value::Object(members) => serde_json::Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.clone(), to_serde(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn arb_serde() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|i| serde_json::json!(i)),
+            any::<u64>().prop_map(|i| serde_json::json!(i)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::json!(f)),
+            arb_number().prop_map(|t| serde_json::from_str(&t).unwrap()),
+            any::<String>().prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(8, 96, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+                proptest::collection::vec((any::<String>(), inner), 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Bytes that make interesting mutations of a JSON text.
+    const MUTATION_BYTES: &[u8] = b"\"\\{}[],:0123456789-+.eEtrufalsn \t\n\r\x00\x1f\x7fu\xc3\xa9\xed\xa0\x80\xef\xbb\xbf\xff";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn agrees_with_serde_json_on_its_own_output(
+            v in arb_serde(),
+            pretty in any::<bool>(),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+        ) {
+            let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let got = chunked(bytes, &cuts).map(|v| to_serde(&v));
+            prop_assert_eq!(got, Ok(serde_json::from_slice::<serde_json::Value>(bytes).unwrap()));
+        }
+
+        #[test]
+        fn accepts_and_rejects_mutated_text_like_serde_json(
+            v in arb_serde(),
+            edits in proptest::collection::vec(
+                (any::<proptest::sample::Index>(), any::<bool>(), any::<proptest::sample::Index>()),
+                1..4,
+            ),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut bytes = serde_json::to_vec(&v).unwrap();
+            for (at, insert, byte) in edits {
+                let byte = MUTATION_BYTES[byte.index(MUTATION_BYTES.len())];
+                if insert || bytes.is_empty() {
+                    let at = at.index(bytes.len() + 1);
+                    bytes.insert(at, byte);
+                } else {
+                    let at = at.index(bytes.len());
+                    bytes.remove(at);
+                }
+            }
+            let ours = chunked(&bytes, &[cut.index(bytes.len() + 1)]);
+            let theirs = serde_json::from_slice::<serde_json::Value>(&bytes);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(&to_serde(a), b),
+                (Err(_), Err(_)) => {}
+                _ => prop_assert!(false, "ours {:?} vs serde_json {:?} on {:?}", ours, theirs, String::from_utf8_lossy(&bytes)),
+            }
+        }
+
+        #[test]
+        fn events_do_not_depend_on_the_cuts(
+            v in arb_value(),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..12),
+        ) {
+            let mut text = String::new();
+            write(&v, &mut std::iter::repeat(1u8), &mut text);
+            let bytes = text.as_bytes();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            prop_assert_eq!(merged_events(bytes, &cuts, false), merged_events(bytes, &[], false));
         }
     }
 }
