@@ -19,8 +19,8 @@ __version__: str
 
 # --- ANSI / ECMA-48 stripping (rust/src/ansi.rs) ---------------------------------------------
 
-def strip_ansi(text: str) -> str:
-    """Remove ECMA-48 control sequences from ``text``.
+def strip_ansi(text: str, *, render: bool = False) -> str:
+    """Remove ECMA-48 control sequences from ``text``; optionally render CR, BS and EL.
 
     Removed: CSI sequences (private markers ``<=>?``, intermediates, colon sub-parameters);
     OSC strings ended by BEL, ``ESC \\`` or U+009C (an OSC 8 hyperlink keeps only its visible
@@ -36,17 +36,35 @@ def strip_ansi(text: str) -> str:
     part of the string. A character at or above U+00A0 inside a CSI or ESC sequence ends the
     sequence and is kept. An unterminated sequence at the end is dropped.
 
+    With ``render=True`` the line being drawn is also played back as a terminal would, one
+    line at a time, so a progress bar redrawn 500 times leaves only its final state:
+    CR returns to the start of the line, BS moves one cell left, text overwrites the cells
+    under the cursor, EL (``CSI K``: 0 to the end, 1 from the start, 2 the whole line, and
+    DECSEL ``CSI ? K``) erases, and CHA/HPA (``CSI n G``, ``CSI n ```), CUF/HPR (``CSI n C``,
+    ``CSI n a``) and CUB (``CSI n D``) move within the line; LF ends the line. A cell is one
+    code point; TAB, BEL and other kept controls are one cell each. Erased cells become
+    spaces only when text is written after them (no trailing blanks).
+    Not emulated: cursor movement across lines (CUU, CUD, CUP, CNL/CPL, ``ESC M`` ...),
+    scroll regions, erase in display, insert/delete character or line, tab stops, wrapping
+    at a screen width, the width of wide or combining characters, the alternate screen;
+    those sequences are removed and their effect is lost (a multi-line progress display
+    that moves the cursor up keeps every redraw). A line longer than 256 KiB is emitted in
+    pieces of that size, as if wrapped; CR and BS then act within the last piece.
+
     Parameters
     ----------
     text : str
         Any text, including lone surrogates (e.g. from ``surrogateescape`` decoding), which
         are kept.
+    render : bool, default False
+        Apply CR, BS and the in-line cursor and erase sequences as described above.
 
     Returns
     -------
     str
-        The text with every control sequence removed; ``text`` itself (the same object) when
-        it contains no ESC and no C1 control.
+        The text with every control sequence removed (and, with ``render``, the lines as
+        drawn); ``text`` itself (the same object) when it contains no ESC and no C1 control
+        (and, with ``render``, no CR and no BS).
 
     Raises
     ------
@@ -58,10 +76,11 @@ def strip_ansi(text: str) -> str:
     listed in the crate docs of ``rust/src/ansi.rs``.
     """
 
-def strip_ansi_bytes(data: bytes) -> bytes:
+def strip_ansi_bytes(data: bytes, *, render: bool = False) -> bytes:
     """Remove ECMA-48 control sequences from raw terminal bytes.
 
-    Same sequences and the same kept controls as :func:`strip_ansi`. C1 controls are the
+    Same sequences, the same kept controls and the same ``render`` mode as
+    :func:`strip_ansi` (cells are counted by UTF-8 lead bytes). C1 controls are the
     UTF-8 encodings of U+0080..U+009F (``C2 80`` .. ``C2 9F``) and any lone byte
     0x80..0x9F that is not part of a valid UTF-8 sequence; a byte inside a valid multi-byte
     character (``A9`` of "é" = ``C3 A9``, ``80`` of "›" = ``E2 80 BA``) is never touched.
@@ -72,12 +91,14 @@ def strip_ansi_bytes(data: bytes) -> bytes:
     ----------
     data : bytes
         Raw bytes as a terminal program wrote them.
+    render : bool, default False
+        Apply CR, BS and the in-line cursor and erase sequences (see :func:`strip_ansi`).
 
     Returns
     -------
     bytes
         The bytes with every control sequence removed; ``data`` itself (the same object) when
-        it is valid UTF-8 with no ESC and no C1 control.
+        it is valid UTF-8 with no ESC and no C1 control (and, with ``render``, no CR or BS).
 
     Raises
     ------
@@ -99,9 +120,22 @@ class AnsiStripper:
 
     The first chunk fixes the stream's kind; feeding the other kind before :meth:`finish`
     raises ``TypeError`` and changes nothing.
+
+    With ``render=True`` it renders as :func:`strip_ansi` does with ``render=True``, with the
+    same guarantee for any chunking; :meth:`feed` then returns only lines that LF has ended,
+    and holds the current line (at most 256 KiB, see :func:`strip_ansi`) until then or until
+    :meth:`finish`.
+
+    Parameters
+    ----------
+    render : bool, default False
+        Apply CR, BS and the in-line cursor and erase sequences.
     """
 
-    def __init__(self) -> None: ...
+    def __new__(cls, *, render: bool = False) -> AnsiStripper: ...
+    @property
+    def render(self) -> bool:
+        """Whether this stripper renders (fixed at construction)."""
     def feed(self, chunk: str | bytes) -> str:
         """Strip one chunk; return the text that is complete so far (possibly ``""``).
 

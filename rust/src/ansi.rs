@@ -146,6 +146,127 @@ fn decode(bytes: &[u8], mode: Mode, at_end: bool) -> Option<(Unit, usize)> {
     }
 }
 
+/// Where the stripper puts what it keeps: a `Vec<u8>` for plain stripping, a [`Line`] for
+/// render mode. Monomorphised, so plain stripping pays nothing for render mode.
+trait Sink {
+    /// Whether [`csi`](Self::csi) wants the control sequences (render mode only).
+    const WANTS_CSI: bool = false;
+    /// Text, possibly with C0 controls other than ESC in it.
+    fn text(&mut self, bytes: &[u8]);
+    fn byte(&mut self, b: u8) {
+        self.text(&[b]);
+    }
+    /// A complete control sequence with final byte `final_byte`.
+    fn csi(&mut self, _final_byte: u8, _params: &CsiParams) {}
+    /// Take `input[i..end]` up to its first ESC or `C2` byte; return that byte's index, or
+    /// `end`.
+    #[inline]
+    fn text_until_special(&mut self, input: &[u8], i: usize, end: usize) -> usize {
+        let region = &input[i..end];
+        match memchr2(ESC, C1_LEAD, region) {
+            Some(k) => {
+                self.text(&region[..k]);
+                i + k
+            }
+            None => {
+                self.text(region);
+                end
+            }
+        }
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn text(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.push(b);
+    }
+
+    /// Colored output has an escape every 10 to 20 bytes, too close for `memchr`'s setup to
+    /// pay off. Instead: look at 16 bytes at a time (SSE2, part of x86-64), store all 16 at
+    /// the end of the output whether or not they are kept, and count as written only those
+    /// before the first ESC or `C2`; so a short run costs one compare and one store.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn text_until_special(&mut self, input: &[u8], mut i: usize, end: usize) -> usize {
+        use std::arch::x86_64::*;
+        // SAFETY: loads read input[i..i + 16] with i + 16 <= end <= input.len(); the store
+        // writes 16 bytes at the end of `self` after reserving them; `set_len` covers only
+        // bytes just written.
+        unsafe {
+            let esc = _mm_set1_epi8(ESC as i8);
+            let c2 = _mm_set1_epi8(C1_LEAD as i8);
+            while i + 16 <= end {
+                self.reserve(16);
+                let v = _mm_loadu_si128(input.as_ptr().add(i).cast());
+                let hits = _mm_or_si128(_mm_cmpeq_epi8(v, esc), _mm_cmpeq_epi8(v, c2));
+                let mask = _mm_movemask_epi8(hits) as u32;
+                let len = self.len();
+                _mm_storeu_si128(self.as_mut_ptr().add(len).cast(), v);
+                if mask == 0 {
+                    self.set_len(len + 16);
+                    i += 16;
+                } else {
+                    let k = mask.trailing_zeros() as usize;
+                    self.set_len(len + k);
+                    return i + k;
+                }
+            }
+        }
+        let region = &input[i..end];
+        match memchr2(ESC, C1_LEAD, region) {
+            Some(k) => {
+                self.extend_from_slice(&region[..k]);
+                i + k
+            }
+            None => {
+                self.extend_from_slice(region);
+                end
+            }
+        }
+    }
+}
+
+/// What render mode needs of a control sequence's parameter bytes: the first parameter
+/// (ECMA-48 5.4.2: decimal digits, default when empty) and whether the sequence had a private
+/// marker (`<=>?`) or intermediates, which make it a different function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CsiParams {
+    first: u32,
+    separator: bool,
+    private: bool,
+    intermediate: bool,
+}
+
+impl CsiParams {
+    fn push(&mut self, b: u8) {
+        match b {
+            b'0'..=b'9' if !self.separator => {
+                self.first = self
+                    .first
+                    .saturating_mul(10)
+                    .saturating_add(u32::from(b - b'0'));
+            }
+            b'0'..=b'9' => {}
+            b';' | b':' => self.separator = true,
+            0x3C..=0x3F => self.private = true,
+            _ => self.intermediate = true,
+        }
+    }
+
+    fn of(bytes: &[u8]) -> Self {
+        let mut p = CsiParams::default();
+        for &b in bytes {
+            p.push(b);
+        }
+        p
+    }
+}
+
 /// A streaming ECMA-48 stripper; see the module docs for what it removes and keeps.
 ///
 /// The concatenated output of any sequence of [`feed`](Self::feed) calls followed by
@@ -157,6 +278,8 @@ pub struct Stripper {
     /// The start of a UTF-8 sequence cut by a chunk boundary (at most 3 bytes).
     pending: [u8; 4],
     pending_len: usize,
+    /// Parameters of the control sequence being read (collected in render mode only).
+    csi: CsiParams,
 }
 
 impl Stripper {
@@ -166,25 +289,34 @@ impl Stripper {
             mode,
             pending: [0; 4],
             pending_len: 0,
+            csi: CsiParams::default(),
         }
     }
 
     /// Strip `input`, appending the text that is complete so far to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        let start = self.resume_pending(input, out, false);
-        self.run(input, start, out, false);
+        self.feed_into(input, out);
     }
 
     /// End the stream: flush a held partial character, drop an unterminated sequence and
     /// reset to the initial state, so the stripper can be reused.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.finish_into(out);
+    }
+
+    fn feed_into<S: Sink>(&mut self, input: &[u8], out: &mut S) {
+        let start = self.resume_pending(input, out, false);
+        self.run(input, start, out, false);
+    }
+
+    fn finish_into<S: Sink>(&mut self, out: &mut S) {
         self.resume_pending(&[], out, true);
         self.state = State::Ground;
     }
 
     /// Complete the held partial character with the first bytes of `input`; returns how many
     /// bytes of `input` were used.
-    fn resume_pending(&mut self, input: &[u8], out: &mut Vec<u8>, at_end: bool) -> usize {
+    fn resume_pending<S: Sink>(&mut self, input: &[u8], out: &mut S, at_end: bool) -> usize {
         let mut used = 0;
         while self.pending_len > 0 {
             let mut buf = [0u8; 4];
@@ -214,7 +346,7 @@ impl Stripper {
 
     /// Strip `input[i..]`. With `at_end`, a character cut at the end is decoded as invalid
     /// bytes instead of being held for the next chunk.
-    fn run(&mut self, input: &[u8], mut i: usize, out: &mut Vec<u8>, at_end: bool) {
+    fn run<S: Sink>(&mut self, input: &[u8], mut i: usize, out: &mut S, at_end: bool) {
         // End of the known-valid UTF-8 region that starts at or before `i` (bytes mode): the
         // ground fast path may copy up to it without decoding. Kept across iterations so each
         // byte is validated once.
@@ -231,11 +363,26 @@ impl Stripper {
                 if i >= input.len() {
                     break;
                 }
+                // Fast path for the commonest sequence, a whole CSI in this chunk: the same
+                // transitions as stepping ESC, `[`, the parameters and the final byte.
+                if let Some(end) = whole_csi(input, i) {
+                    if S::WANTS_CSI {
+                        out.csi(input[end - 1], &CsiParams::of(&input[i + 2..end - 1]));
+                    }
+                    i = end;
+                    continue;
+                }
             } else if let Some(inert) = self.inert_bytes() {
-                i += input[i..]
+                let skipped = input[i..]
                     .iter()
                     .position(|b| !inert.contains(b))
                     .unwrap_or(input.len() - i);
+                if S::WANTS_CSI && self.state == State::Csi {
+                    for &b in &input[i..i + skipped] {
+                        self.csi.push(b);
+                    }
+                }
+                i += skipped;
                 if i >= input.len() {
                     break;
                 }
@@ -266,8 +413,13 @@ impl Stripper {
         }
     }
 
+    fn enter_csi(&mut self) {
+        self.state = State::Csi;
+        self.csi = CsiParams::default();
+    }
+
     /// Advance the state machine by one unit; `bytes` is the unit's encoding.
-    fn step(&mut self, unit: Unit, bytes: &[u8], out: &mut Vec<u8>) {
+    fn step<S: Sink>(&mut self, unit: Unit, bytes: &[u8], out: &mut S) {
         use State::*;
         match unit {
             Unit::Ascii(b) => self.step_ascii(b, out),
@@ -276,7 +428,10 @@ impl Stripper {
                 self.state = match c {
                     0x90 => Dcs,
                     0x98 | 0x9E | 0x9F => SosPmApcString,
-                    0x9B => Csi,
+                    0x9B => {
+                        self.enter_csi();
+                        Csi
+                    }
                     0x9D => OscString,
                     // ST and every other C1 control: removed, back to ground.
                     _ => Ground,
@@ -287,13 +442,13 @@ impl Stripper {
                 // Text in ground; inside ESC or CSI it aborts the sequence and is still text.
                 Ground | Escape | EscapeIntermediate | Csi => {
                     self.state = Ground;
-                    out.extend_from_slice(bytes);
+                    out.text(bytes);
                 }
             },
         }
     }
 
-    fn step_ascii(&mut self, b: u8, out: &mut Vec<u8>) {
+    fn step_ascii<S: Sink>(&mut self, b: u8, out: &mut S) {
         use State::*;
         // The C0 "anywhere" transitions.
         match b {
@@ -302,18 +457,18 @@ impl Stripper {
                 return;
             }
             CAN | SUB => {
-                out.push(b);
+                out.byte(b);
                 self.state = Ground;
                 return;
             }
             _ => {}
         }
         match self.state {
-            Ground => out.push(b),
+            Ground => out.byte(b),
             Escape => match b {
-                0x00..=0x1F => out.push(b),
+                0x00..=0x1F => out.byte(b),
                 0x20..=0x2F => self.state = EscapeIntermediate,
-                b'[' => self.state = Csi,
+                b'[' => self.enter_csi(),
                 b']' => self.state = OscString,
                 b'P' => self.state = Dcs,
                 b'X' | b'^' | b'_' => self.state = SosPmApcString,
@@ -322,16 +477,26 @@ impl Stripper {
                 _ => self.state = Ground,
             },
             EscapeIntermediate => match b {
-                0x00..=0x1F => out.push(b),
+                0x00..=0x1F => out.byte(b),
                 0x20..=0x2F | DEL => {}
                 // esc_dispatch of an nF sequence (`ESC ( B`, `ESC # 8`).
                 _ => self.state = Ground,
             },
             Csi => match b {
-                0x00..=0x1F => out.push(b),
-                0x20..=0x3F | DEL => {}
+                0x00..=0x1F => out.byte(b),
+                0x20..=0x3F => {
+                    if S::WANTS_CSI {
+                        self.csi.push(b);
+                    }
+                }
+                DEL => {}
                 // csi_dispatch on the final byte.
-                _ => self.state = Ground,
+                _ => {
+                    self.state = Ground;
+                    if S::WANTS_CSI {
+                        out.csi(b, &self.csi);
+                    }
+                }
             },
             OscString | Dcs | SosPmApcString => {
                 if b == BEL {
@@ -342,23 +507,39 @@ impl Stripper {
     }
 }
 
+/// If `input[i..]` starts with a whole CSI introduced by `ESC [` (parameter and intermediate
+/// bytes `0x20..=0x3F`, then a final byte `0x40..=0x7E`), the index just past it.
+#[inline]
+fn whole_csi(input: &[u8], i: usize) -> Option<usize> {
+    if input[i] != ESC || input.get(i + 1) != Some(&b'[') {
+        return None;
+    }
+    let mut j = i + 2;
+    while let Some(&b) = input.get(j) {
+        match b {
+            0x20..=0x3F => j += 1,
+            0x40..=0x7E => return Some(j + 1),
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Ground-state fast path: copy text from `input[i..]` up to the next byte that may start a
 /// sequence (ESC, a `C2` lead of a possible C1) or up to `valid_end`, the end of the region
 /// known to be UTF-8. Returns that index.
-fn copy_text(input: &[u8], mut i: usize, valid_end: usize, out: &mut Vec<u8>) -> usize {
+#[inline]
+fn copy_text<S: Sink>(input: &[u8], mut i: usize, valid_end: usize, out: &mut S) -> usize {
     loop {
-        let region = &input[i..valid_end];
-        let Some(k) = memchr2(ESC, C1_LEAD, region) else {
-            out.extend_from_slice(region);
+        i = out.text_until_special(input, i, valid_end);
+        if i >= valid_end {
             return valid_end;
-        };
-        out.extend_from_slice(&region[..k]);
-        i += k;
+        }
         // A `C2` that is not a C1 control is an ordinary character: copy it and go on.
         if input[i] == C1_LEAD {
             if let Some(&c) = input.get(i + 1) {
                 if !(0x80..=0x9F).contains(&c) && i + 1 < valid_end {
-                    out.push(C1_LEAD);
+                    out.byte(C1_LEAD);
                     i += 1;
                     continue;
                 }
@@ -366,6 +547,302 @@ fn copy_text(input: &[u8], mut i: usize, valid_end: usize, out: &mut Vec<u8>) ->
         }
         return i;
     }
+}
+
+// --- Render mode ---------------------------------------------------------------------------
+
+/// Default bound of the line a [`Renderer`] holds, in bytes.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
+const LF: u8 = b'\n';
+const CR: u8 = b'\r';
+const BS: u8 = 0x08;
+
+#[inline]
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
+}
+
+/// Number of cells in `bytes`: one per byte that is not a UTF-8 continuation byte.
+fn cells(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| !is_continuation(b)).count()
+}
+
+/// The line a terminal is drawing, as render mode sees it.
+///
+/// A cell is one character: a byte that is not a UTF-8 continuation byte, with the
+/// continuation bytes after it (so wide and combining characters are not measured, and a TAB
+/// is one cell). `buf` holds the cells written so far; the cursor is at byte `cur` of `buf`,
+/// or, when `pad > 0`, `pad` blank cells past its end (after an erase or a forward move):
+/// blanks are written out only when text lands after them, so erased cells at the end of a
+/// line leave no trailing spaces.
+///
+/// The line is bounded: before a character is appended to a line of `max_bytes` or more, the
+/// line is emitted as it stands and a new one started, as if the terminal had wrapped there;
+/// CR, BS and cursor moves then act on the new piece. Overwriting keeps the number of cells,
+/// so a line holds at most `max_bytes` cells and, as a character is at most 4 bytes, at most
+/// `4 * max_bytes` bytes; that is also the hard cut for runs of stray continuation bytes
+/// (invalid UTF-8). The rules are byte-level, so they do not depend on how the input was
+/// chunked, and they never separate a valid character from its continuation bytes.
+#[derive(Clone, Debug)]
+pub struct Line {
+    buf: Vec<u8>,
+    cur: usize,
+    pad: usize,
+    max_bytes: usize,
+}
+
+impl Line {
+    fn new(max_bytes: usize) -> Self {
+        Line {
+            buf: Vec::new(),
+            cur: 0,
+            pad: 0,
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// Emit the line as it stands (no newline) and start an empty one.
+    fn commit(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.buf);
+        self.buf.clear();
+        self.cur = 0;
+        self.pad = 0;
+    }
+
+    /// The cursor's column (cells before it).
+    fn column(&self) -> usize {
+        cells(&self.buf[..self.cur]) + self.pad
+    }
+
+    /// Put the cursor at column `col` of this line.
+    fn move_to(&mut self, col: usize) {
+        let mut seen = 0;
+        for (k, &b) in self.buf.iter().enumerate() {
+            if !is_continuation(b) {
+                if seen == col {
+                    self.cur = k;
+                    self.pad = 0;
+                    return;
+                }
+                seen += 1;
+            }
+        }
+        self.cur = self.buf.len();
+        self.pad = (col - seen).min(self.max_bytes.saturating_sub(self.buf.len()));
+    }
+
+    fn back(&mut self, n: usize) {
+        let col = self.column();
+        self.move_to(col.saturating_sub(n));
+    }
+
+    /// Erase in line (EL, ECMA-48 8.3.41): 0 from the cursor to the end, 1 from the start to
+    /// the cursor (inclusive), 2 the whole line. The cursor does not move.
+    fn erase(&mut self, how: u32) {
+        let col = self.column();
+        match how {
+            0 => self.buf.truncate(self.cur),
+            1 => {
+                // End of the cell under the cursor.
+                let mut end = self.cur;
+                if end < self.buf.len() {
+                    end += 1;
+                    while end < self.buf.len() && is_continuation(self.buf[end]) {
+                        end += 1;
+                    }
+                }
+                if end >= self.buf.len() {
+                    self.buf.clear();
+                    self.cur = 0;
+                    self.pad = col;
+                } else {
+                    let blanks = cells(&self.buf[..end]);
+                    self.buf.splice(..end, std::iter::repeat_n(b' ', blanks));
+                    self.cur = col;
+                }
+            }
+            2 => {
+                self.buf.clear();
+                self.cur = 0;
+                self.pad = col;
+            }
+            _ => {}
+        }
+    }
+
+    /// Write text (no LF, CR or BS in it) at the cursor, overwriting cells.
+    fn write(&mut self, mut s: &[u8], out: &mut Vec<u8>) {
+        while let Some(&b) = s.first() {
+            let len = self.buf.len();
+            // The bound; see the type docs.
+            let hard = 4 * self.max_bytes;
+            if len >= hard || (len >= self.max_bytes && self.cur == len && !is_continuation(b)) {
+                self.commit(out);
+                continue;
+            }
+            if self.cur == len {
+                if self.pad > 0 {
+                    self.buf.resize(len + self.pad, b' ');
+                    self.pad = 0;
+                    self.cur = self.buf.len();
+                    continue;
+                }
+                // Append up to the bound; at or past it, only continuation bytes.
+                let mut q = self.max_bytes.saturating_sub(len).min(s.len());
+                while q < s.len() && is_continuation(s[q]) && len + q < hard {
+                    q += 1;
+                }
+                let q = q.max(1);
+                self.buf.extend_from_slice(&s[..q]);
+                self.cur = self.buf.len();
+                s = &s[q..];
+            } else if is_continuation(b) {
+                // More of the character just written (or a stray byte): inserted.
+                self.buf.insert(self.cur, b);
+                self.cur += 1;
+                s = &s[1..];
+            } else {
+                // Overwrite the cell at the cursor with one character.
+                let new_len = 1 + s[1..]
+                    .iter()
+                    .take(3)
+                    .take_while(|&&c| is_continuation(c))
+                    .count();
+                let mut old_end = self.cur + 1;
+                while old_end < len && is_continuation(self.buf[old_end]) {
+                    old_end += 1;
+                }
+                if old_end - self.cur == new_len {
+                    self.buf[self.cur..old_end].copy_from_slice(&s[..new_len]);
+                } else {
+                    self.buf
+                        .splice(self.cur..old_end, s[..new_len].iter().copied());
+                }
+                self.cur += new_len;
+                s = &s[new_len..];
+            }
+        }
+    }
+}
+
+/// Render-mode sink: text goes through the line, LF/CR/BS and a few control sequences move
+/// the cursor or erase.
+struct RenderSink<'a> {
+    line: &'a mut Line,
+    out: &'a mut Vec<u8>,
+}
+
+impl Sink for RenderSink<'_> {
+    const WANTS_CSI: bool = true;
+
+    fn text(&mut self, mut bytes: &[u8]) {
+        while let Some(k) = memchr::memchr3(LF, CR, BS, bytes) {
+            self.line.write(&bytes[..k], self.out);
+            match bytes[k] {
+                LF => {
+                    self.line.commit(self.out);
+                    self.out.push(LF);
+                }
+                CR => {
+                    self.line.cur = 0;
+                    self.line.pad = 0;
+                }
+                _ => self.line.back(1),
+            }
+            bytes = &bytes[k + 1..];
+        }
+        self.line.write(bytes, self.out);
+    }
+
+    fn csi(&mut self, final_byte: u8, p: &CsiParams) {
+        if p.intermediate || (p.private && final_byte != b'K') {
+            return;
+        }
+        // A missing or zero parameter is the default, 1, for the moves.
+        let n = (p.first.max(1) as usize).min(self.line.max_bytes);
+        match final_byte {
+            // EL, and DECSEL (`CSI ? Ps K`), which differs only for protected cells.
+            b'K' => self.line.erase(p.first),
+            // CHA and HPA: to column n.
+            b'G' | b'`' => self.line.move_to(n - 1),
+            // CUF / HPR: n columns forward.
+            b'C' | b'a' => {
+                let col = self.line.column();
+                self.line.move_to(col + n);
+            }
+            // CUB: n columns back.
+            b'D' => self.line.back(n),
+            _ => {}
+        }
+    }
+}
+
+/// A streaming renderer: the [`Stripper`] plus the current [`Line`].
+///
+/// CR, BS, LF and, among control sequences, EL (`CSI K`, 0/1/2), CHA/HPA (`CSI G`, `` CSI ` ``),
+/// CUF/HPR (`CSI C`, `CSI a`) and CUB (`CSI D`) are applied to the current line as a terminal
+/// would; a line is emitted when LF ends it (or at [`finish`](Self::finish)), so a progress bar
+/// redrawn with CR or EL leaves only its last state. Not emulated: movement across lines
+/// (CUU, CUD, CUP, ...), scroll regions, erase in display, insert/delete, tab stops, wrapping
+/// at a screen width, character widths; those sequences are removed and their effect is lost.
+/// Everything the stripper keeps other than LF, CR and BS (TAB, BEL ...) is written as a cell.
+///
+/// The concatenated output depends only on the concatenated input, not on how it was cut;
+/// between calls it holds the stripper's state and one line of at most about `max_bytes`.
+#[derive(Clone, Debug)]
+pub struct Renderer {
+    stripper: Stripper,
+    line: Line,
+}
+
+impl Renderer {
+    pub fn new(mode: Mode) -> Self {
+        Self::with_max_line_bytes(mode, MAX_LINE_BYTES)
+    }
+
+    pub fn with_max_line_bytes(mode: Mode, max_bytes: usize) -> Self {
+        Renderer {
+            stripper: Stripper::new(mode),
+            line: Line::new(max_bytes),
+        }
+    }
+
+    /// Render `input`, appending the lines it completed to `out`.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut sink = RenderSink {
+            line: &mut self.line,
+            out,
+        };
+        self.stripper.feed_into(input, &mut sink);
+    }
+
+    /// End the stream: emit the last, unterminated line and reset.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let mut sink = RenderSink {
+            line: &mut self.line,
+            out,
+        };
+        self.stripper.finish_into(&mut sink);
+        self.line.commit(out);
+    }
+}
+
+/// Render `data` in one go (see [`Renderer`]). Input with no ESC, no C1 control, no CR and no
+/// BS (and, in bytes mode, valid UTF-8) renders to itself and is returned borrowed.
+pub fn render(data: &[u8], mode: Mode) -> Cow<'_, [u8]> {
+    let plain = match mode {
+        Mode::Text => true,
+        Mode::Bytes => valid_utf8_prefix(data) == data.len(),
+    };
+    if plain && first_control_in_text(data).is_none() && memchr::memchr2(CR, BS, data).is_none() {
+        return Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len());
+    let mut renderer = Renderer::new(mode);
+    renderer.feed(data, &mut out);
+    renderer.finish(&mut out);
+    Cow::Owned(out)
 }
 
 /// Length of the longest valid UTF-8 prefix of `bytes`.
@@ -924,6 +1401,301 @@ mod tests {
             prop_assert_eq!(strip_str(&text), Cow::Borrowed(text.as_str()));
             prop_assert!(matches!(strip_str(&text), Cow::Borrowed(_)));
             prop_assert!(matches!(strip_bytes(text.as_bytes()), Cow::Borrowed(_)));
+        }
+    }
+
+    // --- render mode ---------------------------------------------------------------------
+
+    fn render_s(s: &str) -> String {
+        String::from_utf8(render(s.as_bytes(), Mode::Text).into_owned()).unwrap()
+    }
+
+    fn render_stream(chunks: &[&[u8]], mode: Mode, max: usize) -> Vec<u8> {
+        let mut r = Renderer::with_max_line_bytes(mode, max);
+        let mut out = Vec::new();
+        for c in chunks {
+            r.feed(c, &mut out);
+        }
+        r.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn render_progress_bar_keeps_final_state() {
+        let mut input = String::from("start\n");
+        for pct in 0..=500 {
+            input.push_str(&format!(
+                "\r\x1b[32m{:>3}%\x1b[0m [{}]",
+                pct / 5,
+                "#".repeat(pct / 50)
+            ));
+        }
+        input.push_str("\ndone\n");
+        assert_eq!(render_s(&input), "start\n100% [##########]\ndone\n");
+    }
+
+    #[test]
+    fn render_cr_overwrites_only_what_it_writes() {
+        assert_eq!(render_s("abcdef\rxy\n"), "xycdef\n");
+        assert_eq!(render_s("line one\r\nline two\r\n"), "line one\nline two\n");
+        assert_eq!(render_s("é›😀x\rab"), "ab😀x");
+        assert_eq!(render_s("ab\ré›😀"), "é›😀");
+    }
+
+    #[test]
+    fn render_backspace() {
+        // nroff overstrike: bold "a", underlined "b".
+        assert_eq!(render_s("a\x08ab\x08_\n"), "a_\n");
+        assert_eq!(render_s("abc\x08\x08X\n"), "aXc\n");
+        assert_eq!(render_s("\x08\x08a"), "a");
+        assert_eq!(render_s("é›\x08!"), "é!");
+    }
+
+    #[test]
+    fn render_erase_in_line() {
+        assert_eq!(render_s("abcdef\r\x1b[Kxy\n"), "xy\n");
+        assert_eq!(render_s("abcdef\r\x1b[0Kxy\n"), "xy\n");
+        assert_eq!(render_s("abcdef\x08\x08\x08\x1b[Kxy\n"), "abcxy\n");
+        assert_eq!(render_s("abcdef\x08\x08\x08\x1b[1K\n"), "    ef\n");
+        assert_eq!(render_s("abcdef\x1b[2K\rxy\n"), "xy\n");
+        // Erased cells before the cursor become blanks only if text follows them.
+        assert_eq!(render_s("abc\x1b[2Kxy\n"), "   xy\n");
+        assert_eq!(render_s("abc\x1b[2K\n"), "\n");
+        assert_eq!(render_s("abc\x1b[1K\n"), "\n");
+        // DECSEL erases like EL; with an intermediate it is another function, ignored.
+        assert_eq!(render_s("abc\r\x1b[?Kx"), "x");
+        assert_eq!(render_s("abc\r\x1b[ Kx"), "xbc");
+    }
+
+    #[test]
+    fn render_horizontal_moves() {
+        assert_eq!(render_s("abcdef\x1b[1GX\n"), "Xbcdef\n");
+        assert_eq!(render_s("abcdef\x1b[GX\x1b[0GY"), "Ybcdef");
+        assert_eq!(render_s("abcdef\x1b[3`X"), "abXdef");
+        assert_eq!(render_s("ab\x1b[3CX"), "ab   X");
+        assert_eq!(render_s("abcdef\x1b[2DX"), "abcdXf");
+        assert_eq!(render_s("ab\x1b[9DX"), "Xb");
+        assert_eq!(render_s("ab\x1b[5GX\x1b[1GY"), "Yb  X");
+        // Movement across lines is not emulated: the sequence is just removed.
+        assert_eq!(render_s("one\ntwo\x1b[1Athree\n"), "one\ntwothree\n");
+    }
+
+    #[test]
+    fn render_keeps_other_controls_and_drops_sequences() {
+        assert_eq!(
+            render_s("\x1b]0;title\x07a\tb\x07\x1b[1mc\x1b[0m"),
+            "a\tb\x07c"
+        );
+        assert_eq!(render_s("a\u{9b}2Kb"), " b");
+    }
+
+    #[test]
+    fn render_plain_is_borrowed() {
+        assert!(matches!(
+            render(b"plain\ntext \xc3\xa9", Mode::Bytes),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            render("x\ty\n".as_bytes(), Mode::Text),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(render(b"x\ry", Mode::Text), Cow::Owned(_)));
+        assert!(matches!(render(b"\xff", Mode::Bytes), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn render_line_bound() {
+        assert_eq!(render_stream(&[b"abcdefgh"], Mode::Text, 3), b"abcdefgh");
+        assert_eq!(render_stream(&[b"abcde\rX"], Mode::Text, 3), b"abcXe");
+        // A character is never cut by the bound.
+        let s = "ab€€€\rx".as_bytes();
+        assert_eq!(render_stream(&[s], Mode::Text, 3), "ab€€x".as_bytes());
+        // Overwriting does not grow the line: no cut.
+        assert_eq!(render_stream(&[b"abc\rxyz\rX"], Mode::Text, 3), b"Xyz");
+        // Stray continuation bytes are cut at 4 * max_bytes.
+        let junk = [b'a'; 1]
+            .iter()
+            .chain([0xA0u8; 10].iter())
+            .copied()
+            .collect::<Vec<_>>();
+        assert_eq!(render_stream(&[&junk], Mode::Bytes, 2), junk);
+        let mut r = Renderer::with_max_line_bytes(Mode::Bytes, 2);
+        let mut out = Vec::new();
+        r.feed(&junk, &mut out);
+        assert_eq!(out.len(), 8, "line held is bounded");
+    }
+
+    #[test]
+    fn render_every_split_point() {
+        let cases: &[&[u8]] = &[
+            b"ab\x1b[2Kc\rd\x1b[1Ge\x08\x08f\x1b[3Cg\n",
+            "é›\r😀\x1b[K\x1b[1K\u{9b}2G!\x1b]0;t\x07\n\r\n".as_bytes(),
+            b"abc\xe2\x80\r\x80\x80\x80\x80x\xc3\x1b[0m\xa9\x08\x08y",
+        ];
+        for input in cases {
+            for mode in [Mode::Text, Mode::Bytes] {
+                if mode == Mode::Text && std::str::from_utf8(input).is_err() {
+                    continue;
+                }
+                for max in [2, 5, MAX_LINE_BYTES] {
+                    let expected = render_stream(&[input], mode, max);
+                    for cut in 0..=input.len() {
+                        let got = render_stream(&[&input[..cut], &input[cut..]], mode, max);
+                        assert_eq!(got, expected, "{input:?} max {max} cut {cut}");
+                    }
+                    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+                    assert_eq!(render_stream(&bytes, mode, max), expected);
+                }
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Tok {
+        Text(String),
+        Cr,
+        Bs,
+        Lf,
+        El(u32),
+        Cha(u32),
+        Cuf(u32),
+        Cub(u32),
+        Sgr,
+    }
+
+    fn tok() -> impl Strategy<Value = Tok> {
+        prop_oneof![
+            4 => "[a-z é›😀\t]{1,6}".prop_map(Tok::Text),
+            2 => Just(Tok::Cr),
+            1 => Just(Tok::Bs),
+            1 => Just(Tok::Lf),
+            1 => (0u32..3).prop_map(Tok::El),
+            1 => (0u32..9).prop_map(Tok::Cha),
+            1 => (0u32..4).prop_map(Tok::Cuf),
+            1 => (0u32..4).prop_map(Tok::Cub),
+            1 => Just(Tok::Sgr),
+        ]
+    }
+
+    fn encode(toks: &[Tok]) -> String {
+        let mut s = String::new();
+        for t in toks {
+            match t {
+                Tok::Text(x) => s.push_str(x),
+                Tok::Cr => s.push('\r'),
+                Tok::Bs => s.push('\x08'),
+                Tok::Lf => s.push('\n'),
+                Tok::El(n) => s.push_str(&format!("\x1b[{n}K")),
+                Tok::Cha(n) => s.push_str(&format!("\x1b[{n}G")),
+                Tok::Cuf(n) => s.push_str(&format!("\x1b[{n}C")),
+                Tok::Cub(n) => s.push_str(&format!("\x1b[{n}D")),
+                Tok::Sgr => s.push_str("\x1b[1;38;5;2m"),
+            }
+        }
+        s
+    }
+
+    /// The reference: a line of cells (`None` is blank) and a column, no byte offsets.
+    fn model(toks: &[Tok]) -> String {
+        let mut out = String::new();
+        let mut line: Vec<Option<char>> = Vec::new();
+        let mut col = 0usize;
+        let emit = |line: &Vec<Option<char>>, out: &mut String| {
+            out.extend(line.iter().map(|c| c.unwrap_or(' ')));
+        };
+        for t in toks {
+            match t {
+                Tok::Text(x) => {
+                    for c in x.chars() {
+                        if col < line.len() {
+                            line[col] = Some(c);
+                        } else {
+                            line.resize(col, None);
+                            line.push(Some(c));
+                        }
+                        col += 1;
+                    }
+                }
+                Tok::Cr => col = 0,
+                Tok::Bs => col = col.saturating_sub(1),
+                Tok::Lf => {
+                    emit(&line, &mut out);
+                    out.push('\n');
+                    line.clear();
+                    col = 0;
+                }
+                Tok::El(0) => line.truncate(col),
+                Tok::El(1) => {
+                    if col + 1 >= line.len() {
+                        line.clear();
+                    } else {
+                        line[..=col].fill(Some(' '));
+                    }
+                }
+                Tok::El(_) => line.clear(),
+                Tok::Cha(n) => col = (*n).max(1) as usize - 1,
+                Tok::Cuf(n) => col += (*n).max(1) as usize,
+                Tok::Cub(n) => col = col.saturating_sub((*n).max(1) as usize),
+                Tok::Sgr => {}
+            }
+        }
+        emit(&line, &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn render_matches_cell_model(toks in proptest::collection::vec(tok(), 0..30)) {
+            let input = encode(&toks);
+            prop_assert_eq!(render_s(&input), model(&toks), "{:?}", input);
+        }
+
+        #[test]
+        fn render_any_chunking_matches_one_shot(
+            input in soup(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            max in prop_oneof![Just(2usize), Just(7), Just(MAX_LINE_BYTES)],
+        ) {
+            let mut input = input;
+            // Sprinkle the controls render mode interprets.
+            for (k, b) in input.clone().iter().enumerate() {
+                if b % 7 == 0 { input[k] = [b'\r', 0x08, b'\n', b'K', b'G'][k % 5]; }
+            }
+            let chunks = chunked(&input, &cuts);
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let expected = render_stream(&[&input], Mode::Bytes, max);
+            prop_assert_eq!(&render_stream(&refs, Mode::Bytes, max), &expected);
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            prop_assert_eq!(&render_stream(&bytes, Mode::Bytes, max), &expected);
+            prop_assert!(!expected.contains(&ESC));
+            if max == MAX_LINE_BYTES {
+                prop_assert_eq!(&render(&input, Mode::Bytes)[..], &expected[..]);
+            }
+            let text = String::from_utf8_lossy(&input).into_owned();
+            let t_chunks = chunked(text.as_bytes(), &cuts);
+            let t_refs: Vec<&[u8]> = t_chunks.iter().map(|c| c.as_slice()).collect();
+            prop_assert_eq!(
+                render_stream(&t_refs, Mode::Text, max),
+                render_stream(&[text.as_bytes()], Mode::Text, max)
+            );
+        }
+
+        #[test]
+        fn render_text_feeds_emit_whole_characters(text in "[a-z\r\n\x08é›😀\u{1b}\\[K]{0,40}", max in 1usize..6) {
+            // Chunks of whole characters (what Python str gives) produce valid UTF-8 per feed.
+            let mut r = Renderer::with_max_line_bytes(Mode::Text, max);
+            let chars: Vec<char> = text.chars().collect();
+            for piece in chars.chunks(3) {
+                let piece: String = piece.iter().collect();
+                let mut out = Vec::new();
+                r.feed(piece.as_bytes(), &mut out);
+                prop_assert!(std::str::from_utf8(&out).is_ok());
+            }
+            let mut out = Vec::new();
+            r.finish(&mut out);
+            prop_assert!(std::str::from_utf8(&out).is_ok());
         }
     }
 }

@@ -6,7 +6,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::ansi::{self, Mode, Stripper, Utf8Decoder};
+use crate::ansi::{self, Mode, Renderer, Stripper, Utf8Decoder};
 
 /// Inputs at least this large are stripped with the GIL released, so other Python threads run
 /// meanwhile; below it the release costs more than it frees.
@@ -59,22 +59,33 @@ fn maybe_detached<T: Send>(py: Python<'_>, len: usize, f: impl FnOnce() -> T + S
     }
 }
 
+/// One-shot stripping or rendering of `input`.
+fn run_once(input: &[u8], mode: Mode, render: bool) -> Cow<'_, [u8]> {
+    if render {
+        ansi::render(input, mode)
+    } else {
+        ansi::strip(input, mode)
+    }
+}
+
 #[pyfunction]
-fn strip_ansi<'py>(text: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyString>> {
+#[pyo3(signature = (text, *, render = false))]
+fn strip_ansi<'py>(text: &Bound<'py, PyString>, render: bool) -> PyResult<Bound<'py, PyString>> {
     let py = text.py();
     let bytes = TextBytes::of(text)?;
     let input = bytes.as_bytes();
-    match maybe_detached(py, input.len(), || ansi::strip(input, Mode::Text)) {
+    match maybe_detached(py, input.len(), || run_once(input, Mode::Text, render)) {
         Cow::Borrowed(_) => Ok(text.clone()),
         Cow::Owned(out) => text_to_py(py, &out),
     }
 }
 
 #[pyfunction]
-fn strip_ansi_bytes<'py>(data: &Bound<'py, PyBytes>) -> Bound<'py, PyBytes> {
+#[pyo3(signature = (data, *, render = false))]
+fn strip_ansi_bytes<'py>(data: &Bound<'py, PyBytes>, render: bool) -> Bound<'py, PyBytes> {
     let py = data.py();
     let input = data.as_bytes();
-    match maybe_detached(py, input.len(), || ansi::strip_bytes(input)) {
+    match maybe_detached(py, input.len(), || run_once(input, Mode::Bytes, render)) {
         Cow::Borrowed(_) => data.clone(),
         Cow::Owned(out) => PyBytes::new(py, &out),
     }
@@ -96,22 +107,54 @@ impl Kind {
     }
 }
 
+/// The stream's state machine: plain stripping or render mode.
+enum Engine {
+    Strip(Stripper),
+    Render(Renderer),
+}
+
+impl Engine {
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Engine::Strip(s) => s.feed(input, out),
+            Engine::Render(r) => r.feed(input, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Engine::Strip(s) => s.finish(out),
+            Engine::Render(r) => r.finish(out),
+        }
+    }
+}
+
 #[pyclass(name = "AnsiStripper", module = "raygent._native")]
 struct PyAnsiStripper {
+    render: bool,
     /// `None` until the first chunk of a stream fixes its kind.
-    stream: Option<(Kind, Stripper)>,
+    stream: Option<(Kind, Engine)>,
     /// Decodes bytes-mode output; text-mode output is always whole characters.
     decoder: Utf8Decoder,
 }
 
-/// The stream's stripper, started for `kind` if this is its first chunk.
-fn stripper_for(stream: &mut Option<(Kind, Stripper)>, kind: Kind) -> PyResult<&mut Stripper> {
-    let (started, stripper) = stream.get_or_insert_with(|| {
+/// The stream's engine, started for `kind` if this is its first chunk.
+fn engine_for(
+    stream: &mut Option<(Kind, Engine)>,
+    render: bool,
+    kind: Kind,
+) -> PyResult<&mut Engine> {
+    let (started, engine) = stream.get_or_insert_with(|| {
         let mode = match kind {
             Kind::Str => Mode::Text,
             Kind::Bytes => Mode::Bytes,
         };
-        (kind, Stripper::new(mode))
+        let engine = if render {
+            Engine::Render(Renderer::new(mode))
+        } else {
+            Engine::Strip(Stripper::new(mode))
+        };
+        (kind, engine)
     });
     if *started != kind {
         return Err(PyTypeError::new_err(format!(
@@ -120,17 +163,24 @@ fn stripper_for(stream: &mut Option<(Kind, Stripper)>, kind: Kind) -> PyResult<&
             started.name()
         )));
     }
-    Ok(stripper)
+    Ok(engine)
 }
 
 #[pymethods]
 impl PyAnsiStripper {
     #[new]
-    fn new() -> Self {
+    #[pyo3(signature = (*, render = false))]
+    fn new(render: bool) -> Self {
         PyAnsiStripper {
+            render,
             stream: None,
             decoder: Utf8Decoder::new(),
         }
+    }
+
+    #[getter]
+    fn render(&self) -> bool {
+        self.render
     }
 
     fn feed<'py>(&mut self, chunk: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
@@ -139,15 +189,17 @@ impl PyAnsiStripper {
         if let Ok(text) = chunk.cast::<PyString>() {
             let bytes = TextBytes::of(text)?;
             let input = bytes.as_bytes();
-            let stripper = stripper_for(&mut self.stream, Kind::Str)?;
-            maybe_detached(py, input.len(), || stripper.feed(input, &mut out));
+            let engine = engine_for(&mut self.stream, self.render, Kind::Str)?;
+            out.reserve(input.len());
+            maybe_detached(py, input.len(), || engine.feed(input, &mut out));
             text_to_py(py, &out)
         } else if let Ok(data) = chunk.cast::<PyBytes>() {
             let input = data.as_bytes();
-            let stripper = stripper_for(&mut self.stream, Kind::Bytes)?;
+            let engine = engine_for(&mut self.stream, self.render, Kind::Bytes)?;
+            out.reserve(input.len());
             let decoder = &mut self.decoder;
             let text = maybe_detached(py, input.len(), || {
-                stripper.feed(input, &mut out);
+                engine.feed(input, &mut out);
                 let mut text = String::with_capacity(out.len());
                 decoder.push(&out, &mut text);
                 text
@@ -162,11 +214,11 @@ impl PyAnsiStripper {
     }
 
     fn finish<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyString>> {
-        let Some((kind, mut stripper)) = self.stream.take() else {
+        let Some((kind, mut engine)) = self.stream.take() else {
             return Ok(PyString::new(py, ""));
         };
         let mut out = Vec::new();
-        stripper.finish(&mut out);
+        engine.finish(&mut out);
         match kind {
             Kind::Str => text_to_py(py, &out),
             Kind::Bytes => {
