@@ -30,27 +30,16 @@ Decisions where the format leaves room (each found in recorded streams):
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
 import os
-import random
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 import orjson
 
-from raygent._native import JsonStream, JsonStreamError
-from raygent.errors import (
-    ProviderError,
-    ProviderHTTPError,
-    RateLimited,
-    StreamBroken,
-    ToolCallArgumentsError,
-)
+from raygent._native import JsonStreamError
+from raygent.errors import ProviderError, StreamBroken
 from raygent.messages import (
     AssistantMessage,
     Chunk,
@@ -67,51 +56,17 @@ from raygent.messages import (
     Usage,
     UserMessage,
 )
+from raygent.providers._http import HTTPStreamProvider
+from raygent.providers._http import backoff_s as _backoff_s  # noqa: F401  (kept importable here)
+from raygent.providers._http import retry_after_s as _retry_after_s  # noqa: F401
 from raygent.providers._sse import SSEDecoder, SSEEvent
+from raygent.providers._wire import PAYLOAD_PREVIEW_CHARS as _PAYLOAD_PREVIEW_CHARS
+from raygent.providers._wire import ToolCallState as _Call
+from raygent.providers._wire import stream_error
 
 __all__ = ["OpenAIChatDecoder", "OpenAIChatProvider", "to_openai_messages", "to_openai_tools"]
 
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# Longest wait between two attempts, whatever Retry-After asks: a turn should fail visibly
-# rather than hang for minutes on one server hint.
-_MAX_RETRY_WAIT_S = 60.0
-_BACKOFF_BASE_S = 0.5
-_CONNECT_TIMEOUT_S = 30.0
-_ERROR_BODY_CHARS = 2000
-_PAYLOAD_PREVIEW_CHARS = 500
-_RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
-
-
-class _Call:
-    """Decoding state of one tool call."""
-
-    __slots__ = ("index", "id", "name", "parts", "json", "started", "complete", "ended")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.id = ""
-        self.name = ""
-        self.parts: list[str] = []
-        self.json = JsonStream()
-        self.started = False
-        self.complete = False
-        self.ended = False
-
-    def raw(self) -> str:
-        return "".join(self.parts)
-
-    def error(self, what: str, exc: JsonStreamError | None = None) -> ToolCallArgumentsError:
-        raw = self.raw()
-        offset = exc.offset if exc is not None else 0
-        where = f" at byte {offset}: {exc.reason}" if exc is not None else ""
-        return ToolCallArgumentsError(
-            f"tool call {self.id or self.index} ({self.name or 'unnamed'}): {what}{where}; "
-            f"arguments received: {raw[:200]!r}",
-            call_id=self.id,
-            name=self.name,
-            raw=raw,
-            offset=offset,
-        )
 
 
 class OpenAIChatDecoder:
@@ -172,7 +127,8 @@ class OpenAIChatDecoder:
         ToolCallArgumentsError
             Tool-call arguments that cannot be (the start of) a JSON object.
         ProviderError
-            A payload that is not JSON, or an ``error`` object sent in the stream.
+            A payload that is not JSON; ``StreamBroken`` (with ``received``) for an ``error``
+            object sent in the stream.
         """
         if self._closed:
             return []
@@ -238,7 +194,7 @@ class OpenAIChatDecoder:
             raise ProviderError(f"stream payload is not a JSON object: {data[:_PAYLOAD_PREVIEW_CHARS]!r}")
         self._saw_payload = True
         if payload.get("error") or event.event == "error":
-            raise _stream_error(payload.get("error") or payload)
+            raise stream_error(payload.get("error") or payload, self.received + out)
         usage = payload.get("usage")
         if not (isinstance(usage, dict) and usage):
             x_groq = payload.get("x_groq")
@@ -404,14 +360,6 @@ def _content_parts(parts: list[Any], out: list[Chunk]) -> None:
                 out.append(ReasoningDelta(thinking))
 
 
-def _stream_error(error: Any) -> ProviderError:
-    if isinstance(error, dict):
-        message = error.get("message") or orjson.dumps(error).decode()
-        details = ", ".join(f"{k}={error[k]}" for k in ("type", "code") if error.get(k))
-        return ProviderError(f"provider error in stream: {message}" + (f" ({details})" if details else ""))
-    return ProviderError(f"provider error in stream: {error}")
-
-
 # --- request --------------------------------------------------------------------------------
 
 
@@ -468,55 +416,7 @@ def to_openai_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": "function", "function": dict(tool)} for tool in tools]
 
 
-def _retry_after_s(headers: httpx.Headers) -> float | None:
-    """The server's wait hint in seconds (``retry-after-ms``, ``Retry-After`` seconds or date)."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
-
-
-def _backoff_s(attempt: int, retry_after_s: float | None) -> float:
-    if retry_after_s is not None:
-        return min(retry_after_s, _MAX_RETRY_WAIT_S)
-    # Exponential with jitter in [50%, 100%], so clients that failed together do not return
-    # together.
-    base = min(_BACKOFF_BASE_S * 2.0**attempt, _MAX_RETRY_WAIT_S)
-    return base * random.uniform(0.5, 1.0)
-
-
-def _error_message(status: int, body: str) -> str:
-    detail = body[:300]
-    try:
-        error = orjson.loads(body).get("error")
-        if isinstance(error, dict) and error.get("message"):
-            detail = str(error["message"])
-        elif isinstance(error, str):
-            detail = error
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
-
-
-class OpenAIChatProvider:
+class OpenAIChatProvider(HTTPStreamProvider):
     """A model behind an OpenAI-compatible Chat Completions endpoint, streamed over SSE.
 
     Works with OpenAI and with vLLM, Ollama, llama.cpp server, LM Studio, Groq, Mistral,
@@ -565,25 +465,17 @@ class OpenAIChatProvider:
         temperature: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        self.model = model
-        self.name = f"openai:{model}"
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        self.timeout_s = float(timeout_s)
-        self.max_retries = int(max_retries)
-        self.temperature = temperature
-        self._transport = transport
-        self._headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        all_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         if key:
-            self._headers["Authorization"] = f"Bearer {key}"
-        self._headers.update(headers or {})
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-
-    def __repr__(self) -> str:
-        return f"OpenAIChatProvider(model={self.model!r}, base_url={self.base_url!r})"
+            all_headers["Authorization"] = f"Bearer {key}"
+        all_headers.update(headers or {})
+        super().__init__(
+            model, name=f"openai:{model}",
+            base_url=base_url or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL,
+            headers=all_headers, timeout_s=timeout_s, max_retries=max_retries, transport=transport,
+        )
+        self.temperature = temperature
 
     def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The JSON body :meth:`stream` posts (for logging and recording).
@@ -613,35 +505,6 @@ class OpenAIChatProvider:
             body["temperature"] = self.temperature
         return body
 
-    def _client_here(self) -> httpx.AsyncClient:
-        # An httpx client's connections belong to the event loop that opened them, so a client
-        # is kept per loop: reused across turns (keep-alive) and replaced if the loop changes.
-        loop = asyncio.get_running_loop()
-        client = self._client
-        if client is None or client.is_closed or self._client_loop is None or self._client_loop() is not loop:
-            client = httpx.AsyncClient(
-                transport=self._transport,
-                # Connecting is capped at 30 s: a host that does not answer a SYN in 30 s will not
-                # answer it in 600, while a slow model may well be silent that long mid-stream.
-                timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, _CONNECT_TIMEOUT_S)),
-                follow_redirects=True,
-            )
-            self._client = client
-            self._client_loop = weakref.ref(loop)
-        return client
-
-    async def aclose(self) -> None:
-        """Close the HTTP client (and a custom transport with it)."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def __aenter__(self) -> OpenAIChatProvider:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
     ) -> AsyncIterator[Chunk]:
@@ -667,57 +530,16 @@ class OpenAIChatProvider:
             HTTP 5xx on the last attempt, or any other non-2xx status at once (``status`` and
             ``body``, at most 2,000 characters).
         StreamBroken
-            The connection failed or the body ended early after chunks were decoded;
-            ``received`` holds them.
+            The connection failed or the body ended early after chunks were decoded, or the
+            server sent an ``error`` object in the stream; ``received`` holds the chunks.
         ToolCallArgumentsError
             Tool-call arguments that are not a JSON object.
         ProviderError
-            Connection failures after the last retry, an ``error`` object in the stream, or a
-            payload that is not JSON.
+            Connection failures after the last retry, or a payload that is not JSON.
         """
         content = orjson.dumps(self.request_body(messages, tools))
-        url = f"{self.base_url}/chat/completions"
-        client = self._client_here()
-        attempt = 0
-        while True:
-            decoder = OpenAIChatDecoder()
-            try:
-                async with client.stream("POST", url, content=content, headers=self._headers) as response:
-                    if not 200 <= response.status_code < 300:
-                        error = await self._http_error(response)
-                        if response.status_code not in _RETRY_STATUSES or attempt >= self.max_retries:
-                            raise error
-                        wait_s = _backoff_s(attempt, _retry_after_s(response.headers))
-                    else:
-                        async for piece in response.aiter_bytes():
-                            for chunk in decoder.feed(piece):
-                                yield chunk
-                            if decoder.closed:
-                                # [DONE] seen: the rest of the body carries nothing for us.
-                                return
-                        for chunk in decoder.finish():
-                            yield chunk
-                        return
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                what = f"{type(exc).__name__} from {url}: {exc}"
-                if decoder.received:
-                    raise StreamBroken(f"stream broke after {len(decoder.received)} chunks: {what}",
-                                       received=decoder.received) from exc
-                if attempt >= self.max_retries:
-                    raise ProviderError(f"{what} (after {attempt + 1} attempts)") from exc
-                wait_s = _backoff_s(attempt, None)
-            attempt += 1
-            await asyncio.sleep(wait_s)
-
-    async def _http_error(self, response: httpx.Response) -> ProviderHTTPError:
-        raw = await response.aread()
-        body = raw.decode("utf-8", errors="replace")[:_ERROR_BODY_CHARS]
-        status = response.status_code
-        message = f"{self.name}: {_error_message(status, body)}"
-        if status == 429:
-            retry_after_s = _retry_after_s(response.headers)
-            return RateLimited(message, status=status, body=body, retry_after_s=retry_after_s)
-        return ProviderHTTPError(message, status=status, body=body)
+        async for chunk in self._post_stream(f"{self.base_url}/chat/completions", content, OpenAIChatDecoder):
+            yield chunk
 
 
 def decode_openai_chat(chunks: Iterable[bytes]) -> list[Chunk]:
