@@ -21,6 +21,7 @@ __all__ = [
     "ToolCallArgumentsError",
     "InvalidTransition",
     "AgentError",
+    "TrajectoryError",
 ]
 
 
@@ -183,3 +184,24 @@ class AgentError(RaygentError):
     def __init__(self, message: str, *, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class TrajectoryError(RaygentError, ValueError):
+    """A recorded trajectory could not be read: unknown format or broken content.
+
+    Raised by :func:`raygent.replay.load_trajectory`; the message names the file and what was
+    wrong (``"invalid JSON at line 3 column 7: ..."``, ``"unrecognized structure ..."``,
+    ``"missing field 'history'"``).
+
+    Attributes
+    ----------
+    path : str
+        The file that was read.
+    reason : str
+        What was wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
