@@ -101,6 +101,15 @@ def test_render_plain_input_is_same_object():
     assert strip_ansi("x\ry", render=True) == "y"
 
 
+def test_stream_plain_chunk_is_same_object():
+    stripper = AnsiStripper()
+    chunk = "plain text › é\n" * 10
+    assert stripper.feed(chunk) is chunk
+    assert stripper.feed("a\x1b[3") == "a"
+    assert stripper.feed(chunk) is not chunk  # inside a CSI: the chunk's first byte is its end
+    assert stripper.feed(chunk) is chunk
+
+
 def test_render_stream_returns_only_finished_lines():
     stripper = AnsiStripper(render=True)
     assert stripper.feed("10%\r20%") == ""

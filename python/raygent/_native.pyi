@@ -139,6 +139,9 @@ class AnsiStripper:
     def feed(self, chunk: str | bytes) -> str:
         """Strip one chunk; return the text that is complete so far (possibly ``""``).
 
+        A ``str`` chunk with no ESC and no C1 control, fed between sequences without render,
+        is returned as it is (the same object).
+
         Raises ``TypeError`` if ``chunk`` is neither ``str`` nor ``bytes``, or is not of the
         kind this stream started with.
         """

@@ -293,6 +293,16 @@ impl Stripper {
         }
     }
 
+    /// Whether `input` fed now would come out unchanged: the stripper is between sequences
+    /// with no partial character held, and `input` is UTF-8 (assumed in text mode) with no
+    /// ESC and no C1 control. Feeding it is then the same as copying it.
+    pub fn passes_through(&self, input: &[u8]) -> bool {
+        self.state == State::Ground
+            && self.pending_len == 0
+            && (self.mode == Mode::Text || valid_utf8_prefix(input) == input.len())
+            && first_control_in_text(input).is_none()
+    }
+
     /// Strip `input`, appending the text that is complete so far to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         self.feed_into(input, out);
@@ -1255,6 +1265,20 @@ mod tests {
         s.feed(b"\xa9", &mut out);
         s.finish(&mut out);
         assert_eq!(out, b"xy\xc3\xa9");
+    }
+
+    #[test]
+    fn passes_through_only_between_sequences() {
+        let mut s = Stripper::new(Mode::Text);
+        let mut out = Vec::new();
+        assert!(s.passes_through(b"plain \xc3\xa9"));
+        assert!(!s.passes_through(b"a\x1b[1m"));
+        s.feed(b"x\x1b[3", &mut out);
+        assert!(!s.passes_through(b"plain"));
+        s.feed(b"1m", &mut out);
+        assert!(s.passes_through(b"plain"));
+        let b = Stripper::new(Mode::Bytes);
+        assert!(!b.passes_through(b"\xff"));
     }
 
     #[test]

@@ -190,6 +190,12 @@ impl PyAnsiStripper {
             let bytes = TextBytes::of(text)?;
             let input = bytes.as_bytes();
             let engine = engine_for(&mut self.stream, self.render, Kind::Str)?;
+            // Plain text between sequences comes back as the same object, as in strip_ansi.
+            if let Engine::Strip(stripper) = engine {
+                if stripper.passes_through(input) {
+                    return Ok(text.clone());
+                }
+            }
             out.reserve(input.len());
             maybe_detached(py, input.len(), || engine.feed(input, &mut out));
             text_to_py(py, &out)
