@@ -16,13 +16,16 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Cargo.toml $(wildcard rust/src/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
 demo: install
 	$(BIN)/raygent run "$(TASK)" --workspace "$(WORKSPACE)"
 
+# The benchmarks run once each as checks (every case verifies its result before timing);
+# timing them is `raygent bench`'s job.
 test: install
 	cargo test --quiet
 	$(BIN)/python -m mypy.stubtest raygent._native
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest benches --benchmark-disable -q
