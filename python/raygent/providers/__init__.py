@@ -1,17 +1,28 @@
 """Model providers: the :class:`Provider` protocol and its implementations.
 
-Each provider translates one wire format into :mod:`raygent.messages` chunks at this edge.
-:func:`decode_stream` runs the same decoders on recorded bytes, without I/O.
+Each provider translates one wire format into :mod:`raygent.messages` chunks at this edge:
+OpenAI Chat Completions, OpenAI Responses, Anthropic Messages and Gemini
+``streamGenerateContent``, each over plain httpx (no vendor SDK), plus the offline scripted
+model. :func:`decode_stream` runs the same decoders on recorded bytes, without I/O.
 """
 
+from raygent.providers._anthropic import AnthropicDecoder, AnthropicProvider
 from raygent.providers._base import Provider, decode_stream
+from raygent.providers._gemini import GeminiDecoder, GeminiProvider
 from raygent.providers._openai import OpenAIChatDecoder, OpenAIChatProvider
+from raygent.providers._responses import OpenAIResponsesDecoder, OpenAIResponsesProvider
 from raygent.providers._scripted import ScriptedModel
 
 __all__ = [
     "Provider",
     "OpenAIChatProvider",
     "OpenAIChatDecoder",
+    "OpenAIResponsesProvider",
+    "OpenAIResponsesDecoder",
+    "AnthropicProvider",
+    "AnthropicDecoder",
+    "GeminiProvider",
+    "GeminiDecoder",
     "ScriptedModel",
     "decode_stream",
 ]

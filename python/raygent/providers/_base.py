@@ -71,6 +71,9 @@ class Provider(Protocol):
 # on first use so that importing the protocol does not import every provider.
 _DECODERS = {
     "openai-chat": "raygent.providers._openai:decode_openai_chat",
+    "openai-responses": "raygent.providers._responses:decode_openai_responses",
+    "anthropic": "raygent.providers._anthropic:decode_anthropic",
+    "gemini": "raygent.providers._gemini:decode_gemini",
 }
 
 
@@ -83,8 +86,16 @@ def decode_stream(api: str, chunks: Iterable[bytes]) -> list[Chunk]:
     Parameters
     ----------
     api : str
-        The wire format: ``"openai-chat"`` (OpenAI Chat Completions with ``stream: true``,
-        SSE-framed).
+        The wire format, SSE-framed as served:
+
+        - ``"openai-chat"``: OpenAI Chat Completions with ``stream: true``
+          (:class:`~raygent.providers.OpenAIChatDecoder`);
+        - ``"openai-responses"``: OpenAI Responses with ``stream: true``
+          (:class:`~raygent.providers.OpenAIResponsesDecoder`);
+        - ``"anthropic"``: Anthropic Messages with ``stream: true``
+          (:class:`~raygent.providers.AnthropicDecoder`);
+        - ``"gemini"``: Gemini ``streamGenerateContent?alt=sse``
+          (:class:`~raygent.providers.GeminiDecoder`).
     chunks : iterable of bytes
         The response body, cut anywhere, in order.
 
