@@ -125,8 +125,9 @@ class LoopbackServer:
             self._handlers.discard(task)
 
 
-def sse_plan(body: bytes, *, seed: int, chunked: bool = True) -> Plan:
-    """200 text/event-stream: ``body`` cut into seeded random pieces of 1..40 bytes, each flushed."""
+def sse_plan(body: bytes, *, seed: int, chunked: bool = True, max_size: int = 40) -> Plan:
+    """200 text/event-stream: ``body`` cut into seeded random pieces of 1..``max_size`` bytes, each
+    flushed."""
 
     async def plan(writer: asyncio.StreamWriter) -> None:
         framing = b"Transfer-Encoding: chunked\r\n" if chunked else b""
@@ -134,7 +135,7 @@ def sse_plan(body: bytes, *, seed: int, chunked: bool = True) -> Plan:
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n" + framing + b"\r\n"
         )
         rng = random.Random(seed)
-        for piece in random_cuts(body, seed):
+        for piece in random_cuts(body, seed, max_size):
             writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
             await writer.drain()
             # Mostly just yield to the loop; now and then let the reader catch up on its own.
