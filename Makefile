@@ -27,5 +27,6 @@ demo: install
 test: install
 	cargo test --quiet
 	$(BIN)/python -m mypy.stubtest raygent._native
+	$(BIN)/python -m mypy python/raygent
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest benches --benchmark-disable -q

@@ -18,6 +18,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import orjson
 
@@ -113,7 +114,8 @@ class ScriptedModel:
                     arguments_delta=piece,
                     partial_arguments=parser.partial(),
                 )
-            yield ToolCallEnd(index=index, call=ToolCall(call_id, name, parser.finish()))
+            arguments = cast(dict[str, Any], parser.finish())
+            yield ToolCallEnd(index=index, call=ToolCall(call_id, name, arguments))
         in_chars = sum(len(m.content) for m in messages)
         yield Usage(input_tokens=in_chars // 4 + 1, output_tokens=out_chars // 4 + 1)
         yield Done("tool_calls" if calls else "stop")
