@@ -384,7 +384,7 @@ def test_bench_prints_peer_ratios_saves_and_reports(suite, saved):
         assert c["stats"]["rounds"] >= 5 and c["stats"]["min"] <= c["stats"]["median"]
     report = (suite / "out/report.md").read_text()
     assert "raygent bench" in report and "| **raygent** |" in report and "×" in report
-    assert "CPU:" in report
+    assert "CPU:" in report and "| json deltas 1KB | " in report  # the summary line
     for png in ("throughput.png", "json-delta-cost.png", "messages-per-second.png"):
         assert (suite / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert "overhead percentiles under load: no suite" in report

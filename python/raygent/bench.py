@@ -496,6 +496,8 @@ def read_criterion(
                 variant=variant,
             )
         )
+    # directories sort "100KB" before "1KB": order by what is measured, then by size
+    cases.sort(key=lambda c: (_without_size(c.group), parse_size(c.group) or 0, c.group))
     return cases
 
 
@@ -882,6 +884,24 @@ def markdown_tables(cases: list[Case]) -> str:
     return "\n".join(out)
 
 
+def markdown_summary(cases: list[Case]) -> str:
+    """One line per group that has raygent and a peer: raygent's median, then every peer's
+    ratio (its fastest way), closest first."""
+    out = ["| group | raygent median | peer/ours, closest first |", "|---|---:|---|"]
+    for name, group in group_cases(cases).items():
+        ours = [c for c in group if c.is_ours]
+        best: dict[str, Case] = {}
+        for c in group:
+            if not c.is_ours and (c.impl not in best or c.median < best[c.impl].median):
+                best[c.impl] = c
+        if not ours or not best:
+            continue
+        peers = sorted(best.values(), key=lambda c: c.median)
+        cells = ", ".join(f"{_md_escape(c.impl)} {fmt_ratio(ratio(c, group), False)}" for c in peers)
+        out.append(f"| {_md_escape(name)} | {fmt_time(min(c.median for c in ours))} | {cells} |")
+    return "\n".join(out) + "\n" if len(out) > 2 else ""
+
+
 # --------------------------------------------------------------------------------------------
 # baselines and comparison
 
@@ -1109,8 +1129,12 @@ def plot_json_cost(cases: list[Case], out_dir: Path, plt: Any) -> Path:
         fams.setdefault(family, {}).setdefault(c.label, []).append((c.doc_bytes or 0, c.us_per_item or 0.0))
     colors = _colors(impl_of.values())
     markers = "osD^v<>ph*"
-    fig, axes = plt.subplots(1, len(fams), figsize=(6.5 * len(fams), 5.2), squeeze=False, sharey=True)
-    for ax, (fam, series) in zip(axes[0], sorted(fams.items())):
+    ncols = min(2, len(fams))
+    nrows = math.ceil(len(fams) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 0.5 + 4.7 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(fams) :]:
+        ax.axis("off")
+    for ax, (fam, series) in zip(axes.flat, sorted(fams.items())):
         for k, (name, pts) in enumerate(sorted(series.items())):
             pts.sort()
             impl = impl_of[name]
@@ -1124,7 +1148,8 @@ def plot_json_cost(cases: list[Case], out_dir: Path, plt: Any) -> Path:
         ax.set_title(_short(fam, 70), fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    axes[0][0].set_ylabel("µs per delta (median)")
+    for row in axes:
+        row[0].set_ylabel("µs per delta (median)")
     fig.suptitle("Incremental JSON: cost per delta against document size (lower is better)", fontsize=10)
     fig.tight_layout()
     path = out_dir / "json-delta-cost.png"
@@ -1254,6 +1279,9 @@ def write_report(
     ]
     if notes:
         lines += ["## Notes\n", *[f"- {n}" for n in notes], ""]
+    summary = markdown_summary(cases)
+    if summary:
+        lines += ["## Summary: raygent beside its peers, per group\n", summary]
     lines += ["## Results\n", markdown_tables(cases) if cases else "_No case finished._\n"]
     if changes is not None and baseline is not None:
         lines.append(markdown_compare(changes, baseline))
@@ -1384,7 +1412,7 @@ def run_bench(
                         err.print(f"[red]suite {s} produced no results; pytest said:[/]\n{tail}")
             for name in rs_sel:
                 progress.update(overall, description=f"criterion [magenta]{name}[/]")
-                task = progress.add_task(f"  [magenta]cargo bench {name}[/] (building)", total=None)
+                task = progress.add_task(f"  [magenta]{name} (criterion)[/] building", total=None)
                 done = [0]
 
                 def on_crit(case_id: str, task: Any = task, name: str = name, done: list = done) -> None:
@@ -1398,7 +1426,7 @@ def run_bench(
                     raise KeyboardInterrupt from None
                 cases += res.cases
                 failures += res.failures
-                progress.update(task, total=done[0], description=f"  [magenta]{name}[/] done")
+                progress.update(task, total=done[0], description=f"  [magenta]{name} (criterion)[/] done")
                 progress.advance(overall)
                 if res.returncode != 0:
                     tail = "".join(res.log.splitlines(keepends=True)[-15:])
