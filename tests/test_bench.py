@@ -327,6 +327,11 @@ from pathlib import Path
 from conftest import case
 
 
+def test_a_first(benchmark):
+    case(benchmark, group="first", impl="raygent")
+    benchmark(lambda: None)
+
+
 def test_block(benchmark):
     marker = os.environ.get("TOY_BLOCK_MARKER")
     if marker:
@@ -413,26 +418,32 @@ def test_unknown_suite_is_refused(suite):
     assert r.returncode == 2 and "toyjson" in r.stderr and "a_tiny" in r.stderr
 
 
-def test_ctrl_c_keeps_the_finished_cases(suite, tmp_path):
+@pytest.mark.parametrize("to", ["process group", "bench only"])
+def test_ctrl_c_keeps_the_finished_cases(suite, tmp_path, to):
+    """Ctrl-C in a terminal reaches the whole process group; a plain SIGINT only the command."""
     marker = tmp_path / "started"
     cmd = [sys.executable, "-m", "raygent.cli", "bench", "a_tiny", "zblock", "--benches", str(suite / "benches"),
            "--no-rust", "--quick", "--save", "partial", "--report", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, cwd=suite, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TOY_BLOCK_MARKER": str(marker)})
+                            env={**os.environ, "TOY_BLOCK_MARKER": str(marker)}, start_new_session=True)
     try:
         for _ in range(1200):  # the blocking case starts after the a_tiny suite finished
             if marker.exists() or proc.poll() is not None:
                 break
             time.sleep(0.05)
         assert marker.exists(), f"the blocking case never started (exit {proc.poll()})"
-        proc.send_signal(signal.SIGINT)
+        if to == "process group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out + err
     doc = json.loads((suite / ".benchmarks/partial.json").read_text())
-    assert [(c["suite"], c["group"]) for c in doc["cases"]] == [("a_tiny", "tiny")]
+    # the finished file, and the case that finished in the interrupted one
+    assert [(c["suite"], c["group"]) for c in doc["cases"]] == [("a_tiny", "tiny"), ("zblock", "first")]
     assert "interrupted" in (tmp_path / "out/report.md").read_text()
 
 

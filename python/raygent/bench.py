@@ -570,13 +570,22 @@ def pytest_command(path: Path, json_path: Path, *, quick: bool) -> list[str]:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """End a suite's subprocess after Ctrl-C, keeping its pipe drained so it can exit.
+
+    From a terminal, Ctrl-C reaches the subprocess too (same process group), and pytest then
+    writes what finished on its own: give it a moment before interrupting it ourselves.
+    """
+    try:
+        proc.communicate(timeout=1.5)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def _read_json_cases(json_path: Path, suite: str) -> list[Case]:
