@@ -3,7 +3,7 @@
 Each provider translates one wire format into :mod:`raygent.messages` chunks at this edge:
 OpenAI Chat Completions, OpenAI Responses, Anthropic Messages and Gemini
 ``streamGenerateContent``, each over plain httpx (no vendor SDK), plus the offline scripted
-model. :func:`decode_stream` runs the same decoders on recorded bytes, without I/O.
+model and the replay of recorded streams (:class:`ReplayProvider`). :func:`decode_stream` runs the same decoders on recorded bytes, without I/O.
 """
 
 from raygent.providers._anthropic import AnthropicDecoder, AnthropicProvider
@@ -11,6 +11,7 @@ from raygent.providers._base import Provider, decode_stream
 from raygent.providers._gemini import GeminiDecoder, GeminiProvider
 from raygent.providers._openai import OpenAIChatDecoder, OpenAIChatProvider
 from raygent.providers._responses import OpenAIResponsesDecoder, OpenAIResponsesProvider
+from raygent.providers._replay import ReplayProvider
 from raygent.providers._scripted import ScriptedModel
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "GeminiProvider",
     "GeminiDecoder",
     "ScriptedModel",
+    "ReplayProvider",
     "decode_stream",
 ]
