@@ -79,7 +79,10 @@ class ToolActor:
         self.tools = builtin_tools(workspace)
         self.builtin_names = tuple(self.tools)
         self.pipeline = ToolPipeline(
-            self.tools, max_concurrency=max_concurrency, default_timeout_s=default_timeout_s
+            self.tools,
+            max_concurrency=max_concurrency,
+            default_timeout_s=default_timeout_s,
+            workspace=workspace,
         )
 
     def schemas(self) -> list[dict[str, Any]]:
@@ -110,6 +113,11 @@ class ToolActor:
             self.tools[t.name] = t
             self.pipeline.tools[t.name] = t
         return [t.schema for t in tools]
+
+    def metrics(self) -> dict[str, Any]:
+        """The pipeline's counters: calls, executions, retries, breakers, cache (see
+        :meth:`raygent.pipeline.ToolPipeline.metrics`)."""
+        return self.pipeline.metrics()
 
     async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
         """Streaming generator: one encoded ToolResult per call, as each finishes."""

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidTransition",
     "AgentError",
     "TrajectoryError",
+    "RetryableToolError",
 ]
 
 
@@ -205,3 +206,14 @@ class TrajectoryError(RaygentError, ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class RetryableToolError(ToolError):
+    """A transient tool failure (a busy resource, a flaky network): the pipeline may retry it.
+
+    Raise it from a tool whose call is safe to repeat. ``ToolPipeline`` retries such a call with
+    exponential backoff and jitter (at most ``max_retries`` times, 2 by default); any other
+    ``ToolError`` is returned to the model at once.
+    """
+
+    retryable = True

@@ -68,6 +68,14 @@ class ToolResult(msgspec.Struct, frozen=True):
         ``"bad_arguments"``, ``"not_found"``, ``"error"``).
     duration_ms : float
         Wall time of the call in milliseconds.
+    attempts : int
+        Times the tool ran for this call: 1, more after retries, 0 when it did not run (a cache
+        hit, a shared in-flight call, an open circuit breaker, a cancelled queued call).
+    cached : bool
+        True when the content came from the result cache or from an identical call in flight.
+    spooled_path : str or None
+        For an output too large for the context: the workspace-relative file holding it whole
+        (``content`` then has its head and tail around a marker).
     """
 
     call_id: str
@@ -76,6 +84,9 @@ class ToolResult(msgspec.Struct, frozen=True):
     is_error: bool = False
     error_kind: str | None = None
     duration_ms: float = 0.0
+    attempts: int = 1
+    cached: bool = False
+    spooled_path: str | None = None
 
 
 # --- conversation messages ----------------------------------------------------------------------

@@ -1,29 +1,79 @@
-"""The asyncio tool pipeline: concurrency limit, per-call timeout, parallel read-only calls.
+"""The asyncio tool pipeline: priorities, concurrency limits, timeouts, retries, cache, groups.
 
-The calls of one assistant turn are split into steps that keep the model's order where it
-matters: consecutive read-only calls form one step and run concurrently; a mutating call is a
-step of its own and starts only after every call before it has finished, so a read after a write
-always sees the write and two writes never race.
+One :class:`ToolPipeline` serves every session of a workspace (it lives in the ``ToolActor``).
+A call goes through, in order:
+
+1. **Result cache** (read-only tools only): a fresh entry for the same tool and canonical
+   arguments answers at once (``cached=True``, ``attempts=0``). Identical read-only calls in
+   flight at the same time run once and share the result (single-flight).
+2. **Circuit breaker** of the tool: an open breaker fails the call at once with
+   ``error_kind="circuit_open"``.
+3. **Priority queue**: ``critical``, ``high``, ``normal``, ``low``; a call starts when a global
+   slot and a slot of its tool are free, the highest priority first (FIFO within a priority).
+4. **Timeout**: the tool's ``timeout_s`` or the pipeline default; on expiry the call's coroutine is
+   cancelled, which makes ``run_command`` kill its whole process group.
+5. **Retries**: a :class:`~raygent.errors.RetryableToolError` (any ``ToolError`` with
+   ``retryable = True``) is retried up to ``max_retries`` times with exponential backoff and
+   jitter; the result's ``attempts`` says how many runs it took.
+6. **Output**: ANSI stripped; an output over ``spool_threshold_bytes`` is written whole to
+   ``<workspace>/.raygent/spool/`` and the result keeps its head and tail around a marker with
+   the bytes left out and the file's path.
+
+**Order within a turn** (:meth:`ToolPipeline.run_turn`). Read-only calls run concurrently;
+mutating calls keep their order; a mutating call waits for the earlier read-only calls that touch
+its paths (``path``, ``file_path`` or ``paths`` arguments, normalized in the workspace; a
+directory covers what lies under it), and for every earlier call when its paths are unknown
+(``run_command``, a tool without a path argument). A read-only call waits for every earlier
+mutating call, whatever its paths: a tool's path argument need not name everything it changes,
+so the conservative choice keeps read-after-write exact at the cost of some overlap.
+
+**Cache correctness.** A mutating call invalidates the entries that read its paths (all entries
+when its paths are unknown) when it starts and again when it ends, and bumps a write epoch. A
+read-only execution stores its result only if no mutating call started or ended while it ran, and
+a call joins an in-flight execution only if that started in the current epoch, so a read that
+begins after a write has finished never sees content from before it.
 
 Every result leaves the pipeline as a :class:`~raygent.messages.ToolResult`; a failure (unknown
-tool, bad arguments, sandbox refusal, timeout, any exception) becomes an error result with
-``error_kind`` set, so the model sees it and the conversation goes on.
+tool, bad arguments, sandbox refusal, timeout, open breaker, cancellation, any exception) becomes
+an error result with ``error_kind`` set, so the model sees it and the conversation goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
+import itertools
+import os
+import posixpath
+import random
+import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
+from raygent._breaker import CLOSED, CircuitBreaker, backoff_s
+from raygent._cache import ALL_PATHS, ResultCache, canonical_key, file_stamps, paths_overlap
 from raygent._native import strip_ansi
-from raygent.errors import ToolError, ToolNotFound, ToolTimeout
+from raygent.errors import SandboxViolation, ToolError, ToolNotFound, ToolTimeout
 from raygent.messages import ToolCall, ToolResult
+from raygent.tools._workspace import Workspace
 
-__all__ = ["ToolPipeline", "ToolLike", "plan_steps", "cap_output"]
+__all__ = ["ToolPipeline", "ToolLike", "PRIORITIES", "plan_steps", "cap_output", "call_paths"]
+
+#: Priority names, most urgent first, with their rank in the queue.
+PRIORITIES: dict[str, int] = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+
+#: Argument names taken as workspace paths a call touches.
+PATH_ARGUMENTS = ("path", "file_path", "paths")
+
+#: Error kinds that count against a tool's circuit breaker (the tool's fault, not the model's).
+_BREAKER_KINDS = frozenset({"error", "timeout"})
 
 
 class ToolLike(Protocol):
@@ -39,7 +89,9 @@ class ToolLike(Protocol):
 def plan_steps(calls: Sequence[ToolCall], tools: Mapping[str, ToolLike]) -> list[list[ToolCall]]:
     """Split one turn's calls into ordered steps: runs of read-only calls, each mutating call alone.
 
-    An unknown tool counts as read-only: it touches nothing (it fails with ``not_found``).
+    The coarse plan (every call of a step waits for the whole step before it);
+    :meth:`ToolPipeline.run_turn` refines it with the paths the calls touch. An unknown tool
+    counts as read-only: it touches nothing (it fails with ``not_found``).
     """
     steps: list[list[ToolCall]] = []
     for call in calls:
@@ -64,6 +116,145 @@ def cap_output(text: str, max_chars: int) -> str:
     return f"{text[:half]}\n[... {cut} characters truncated ...]\n{text[-half:]}"
 
 
+def _normalize(raw: Any, workspace: Workspace | None) -> str | None:
+    """``raw`` as a ``/``-separated path relative to the workspace, or None if it is not one."""
+    if not isinstance(raw, str):
+        return None
+    if workspace is not None:
+        try:
+            return workspace.relative(raw)
+        except (SandboxViolation, OSError, ValueError):
+            return None
+    p = posixpath.normpath(raw or ".")
+    return p
+
+
+def call_paths(
+    arguments: Mapping[str, Any], *, read_only: bool, workspace: Workspace | None = None
+) -> frozenset[str] | None:
+    """The workspace paths a call touches, from its path arguments.
+
+    Parameters
+    ----------
+    arguments : Mapping
+        The call's arguments; ``path``, ``file_path`` (str) and ``paths`` (list of str) count.
+    read_only : bool
+        Whether the tool is read-only. A read-only call without a path argument touches the whole
+        workspace (``{"."}``: ``grep`` and ``list_dir`` default to the root).
+    workspace : Workspace, optional
+        Resolves paths (symlinks, ``..``) relative to its root; without it paths are normalized
+        as text.
+
+    Returns
+    -------
+    frozenset of str or None
+        The paths; None when a mutating call names no path (it may touch anything), or when a
+        path cannot be normalized (outside the workspace: the tool will refuse it).
+    """
+    found: list[str] = []
+    for name in PATH_ARGUMENTS:
+        if name not in arguments:
+            continue
+        raw = arguments[name]
+        for item in raw if isinstance(raw, list) else [raw]:
+            p = _normalize(item, workspace)
+            if p is None:
+                return None if not read_only else ALL_PATHS
+            found.append(p)
+    if not found:
+        return ALL_PATHS if read_only else None
+    return frozenset(found)
+
+
+class _Scheduler:
+    """Global and per-tool slots, granted to waiters by priority then arrival."""
+
+    def __init__(self, max_concurrency: int, per_tool: Mapping[str, int]) -> None:
+        self.max_concurrency = max_concurrency
+        self.per_tool = dict(per_tool)
+        self.running = 0
+        self.by_tool: Counter[str] = Counter()
+        self._waiters: list[tuple[int, int, str, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def _can(self, tool: str) -> bool:
+        limit = self.per_tool.get(tool)
+        return self.running < self.max_concurrency and (limit is None or self.by_tool[tool] < limit)
+
+    def _take(self, tool: str) -> None:
+        self.running += 1
+        self.by_tool[tool] += 1
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for w in self._waiters if not w[3].done())
+
+    async def acquire(self, tool: str, rank: int) -> None:
+        if not self._waiters and self._can(tool):
+            self._take(tool)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (rank, next(self._seq), tool, fut))
+        self._dispatch()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(tool)  # granted, then cancelled before it could run
+            else:
+                fut.cancel()
+            raise
+
+    def release(self, tool: str) -> None:
+        self.running -= 1
+        self.by_tool[tool] -= 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        blocked = []
+        while self._waiters and self.running < self.max_concurrency:
+            item = heapq.heappop(self._waiters)
+            fut = item[3]
+            if fut.done():
+                continue
+            if self._can(item[2]):
+                self._take(item[2])
+                fut.set_result(None)
+            else:
+                blocked.append(item)  # its tool is at its own limit; let lower ranks pass
+        for item in blocked:
+            heapq.heappush(self._waiters, item)
+
+
+class _Flight:
+    """One execution of a read-only call shared by every identical call that joins it."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[ToolResult]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class _Planned(msgspec.Struct):
+    call: ToolCall
+    read_only: bool
+    paths: frozenset[str] | None
+
+
+def _must_wait(later: _Planned, earlier: _Planned) -> bool:
+    if not earlier.read_only:
+        return True  # mutating calls keep their order, and reads wait for writes before them
+    if later.read_only:
+        return False
+    if later.paths is None or earlier.paths is None:
+        return True
+    return paths_overlap(later.paths, earlier.paths)
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
 class ToolPipeline:
     """Runs tool calls against a registry of tools.
 
@@ -73,11 +264,50 @@ class ToolPipeline:
         The registry, by tool name.
     max_concurrency : int, default 8
         Calls running at once across all turns fed to this pipeline.
+    per_tool_concurrency : Mapping[str, int], optional
+        Calls of one tool running at once, by tool name (no limit for tools not named).
     default_timeout_s : float, default 120.0
-        Timeout of a call whose tool sets none (seconds). On timeout the call's coroutine is
+        Timeout of a call whose tool sets none, in seconds. On timeout the call's coroutine is
         cancelled (``run_command`` kills its process group) and an error result is returned.
     max_output_chars : int, default 100_000
         Longer outputs keep their head and tail with a visible truncation marker.
+    workspace : str, os.PathLike or Workspace, optional
+        Root the tools work in: paths are normalized against it (cache keys, ordering) and large
+        outputs are spooled under its ``.raygent/spool/``. Without it paths are normalized as text
+        and large outputs are only truncated.
+    spool_threshold_bytes : int, default 65536
+        Outputs longer than this (UTF-8 bytes) are spooled; the result keeps the first and last
+        quarter of this size.
+    cache : bool, default True
+        Cache the results of read-only tools and share identical calls in flight.
+    cache_ttl_s : float, default 60.0
+        Seconds a cached result stays valid.
+    cache_max_entries : int, default 1024
+        Most cached results.
+    cache_max_bytes : int, default 32 MiB
+        Most bytes of cached content.
+    max_retries : int, default 2
+        Retries of a call that failed with a retryable error.
+    retry_base_s, retry_max_s : float, default 0.2 and 5.0
+        Backoff before retry ``n``: ``min(retry_max_s, retry_base_s * 2**(n-1))`` seconds times a
+        uniform jitter factor in [0.5, 1].
+    breaker_failures : int, default 5
+        Failures (kinds ``error`` and ``timeout``) within ``breaker_window_s`` that open a tool's
+        circuit breaker.
+    breaker_window_s, breaker_cooldown_s : float, default 60.0 and 30.0
+        The failure window, and how long a breaker stays open before one probe call, in seconds.
+    clock : callable, default time.monotonic
+        Seconds, for the cache TTL and the breakers (injectable for tests).
+    seed : int, optional
+        Seed of the jitter's random generator.
+
+    Raises
+    ------
+    ValueError
+        If a concurrency limit is less than 1, a threshold is not positive or ``max_retries`` is
+        negative.
+    NotADirectoryError
+        If ``workspace`` is given and is not a directory.
     """
 
     def __init__(
@@ -85,42 +315,265 @@ class ToolPipeline:
         tools: Mapping[str, ToolLike],
         *,
         max_concurrency: int = 8,
+        per_tool_concurrency: Mapping[str, int] | None = None,
         default_timeout_s: float = 120.0,
         max_output_chars: int = 100_000,
+        workspace: str | os.PathLike[str] | Workspace | None = None,
+        spool_threshold_bytes: int = 64 * 1024,
+        cache: bool = True,
+        cache_ttl_s: float = 60.0,
+        cache_max_entries: int = 1024,
+        cache_max_bytes: int = 32 * 1024 * 1024,
+        max_retries: int = 2,
+        retry_base_s: float = 0.2,
+        retry_max_s: float = 5.0,
+        breaker_failures: int = 5,
+        breaker_window_s: float = 60.0,
+        breaker_cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        per_tool = dict(per_tool_concurrency or {})
+        if max_concurrency < 1 or any(v < 1 for v in per_tool.values()):
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency} / {per_tool}")
+        if max_retries < 0 or spool_threshold_bytes < 4:
+            raise ValueError("max_retries must be >= 0 and spool_threshold_bytes >= 4")
         self.tools = dict(tools)
         self.default_timeout_s = default_timeout_s
         self.max_output_chars = max_output_chars
-        self._slots = asyncio.Semaphore(max_concurrency)
-
-    async def run_call(self, call: ToolCall) -> ToolResult:
-        """Run one call under the concurrency limit and its timeout; never raises for tool errors."""
-        async with self._slots:
-            started = time.perf_counter()
-            try:
-                content = await self._invoke(call)
-                is_error, kind = False, None
-            except ToolError as e:
-                content, is_error, kind = f"{e.kind}: {e}", True, e.kind
-            except Exception as e:  # a tool's own bug must not end the session
-                content, is_error, kind = f"error: {type(e).__name__}: {e}", True, "error"
-            duration_ms = (time.perf_counter() - started) * 1000.0
-        return ToolResult(
-            call_id=call.id,
-            name=call.name,
-            content=cap_output(strip_ansi(content), self.max_output_chars),
-            is_error=is_error,
-            error_kind=kind,
-            duration_ms=duration_ms,
+        self.workspace = (
+            workspace if isinstance(workspace, Workspace) or workspace is None else Workspace(workspace)
         )
+        self.spool_threshold_bytes = spool_threshold_bytes
+        self.max_retries = max_retries
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self._breaker_args = {
+            "failures": breaker_failures,
+            "window_s": breaker_window_s,
+            "cooldown_s": breaker_cooldown_s,
+            "clock": clock,
+        }
+        CircuitBreaker(**self._breaker_args)  # type: ignore[arg-type]  # validates early
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._sched = _Scheduler(max_concurrency, per_tool)
+        root = str(self.workspace.root) if self.workspace is not None else None
+        self.cache: ResultCache | None = (
+            ResultCache(
+                ttl_s=cache_ttl_s,
+                max_entries=cache_max_entries,
+                max_bytes=cache_max_bytes,
+                root=root,
+                clock=clock,
+            )
+            if cache
+            else None
+        )
+        self._flights: dict[tuple[bytes, int], _Flight] = {}
+        self._epoch = 0
+        self._rng = random.Random(seed)
+        self._turns: dict[str, list[asyncio.Task[ToolResult]]] = {}
+        self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
 
-    async def _invoke(self, call: ToolCall) -> str:
+    # --- one call ----------------------------------------------------------------------------
+
+    async def run_call(self, call: ToolCall, *, priority: str = "normal") -> ToolResult:
+        """Run one call through cache, breaker, queue, timeout and retries.
+
+        Parameters
+        ----------
+        call : ToolCall
+            The call.
+        priority : str, default "normal"
+            ``"critical"``, ``"high"``, ``"normal"`` or ``"low"``: its place in the queue for a slot.
+
+        Returns
+        -------
+        ToolResult
+            Never raises for a tool's failure: errors are results with ``error_kind`` set.
+
+        Raises
+        ------
+        ValueError
+            If ``priority`` is not one of :data:`PRIORITIES`.
+        asyncio.CancelledError
+            If the caller is cancelled; the tool is cancelled with it (``run_command`` kills its
+            process group) unless an identical in-flight call of another caller still needs it.
+        """
+        rank = PRIORITIES.get(priority)
+        if rank is None:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        self._counts["calls"] += 1
+        started = time.perf_counter()
         tool = self.tools.get(call.name)
         if tool is None:
             known = ", ".join(sorted(self.tools))
-            raise ToolNotFound(f"no tool named {call.name!r}; known tools: {known}", tool=call.name)
+            err = ToolNotFound(f"no tool named {call.name!r}; known tools: {known}", tool=call.name)
+            return self._error_result(call, err, started, attempts=0)
+        if not tool.read_only:
+            return await self._run_mutating(call, tool, rank, started)
+        if self.cache is None:
+            return await self._execute(call, tool, rank, started)
+        paths = call_paths(call.arguments, read_only=True, workspace=self.workspace)
+        if paths is None:
+            return await self._execute(call, tool, rank, started)
+        key = canonical_key(call.name, self._canonical_args(call.arguments))
+        hit = self.cache.get(key)
+        if hit is not None:
+            return msgspec.structs.replace(
+                hit,
+                call_id=call.id,
+                attempts=0,
+                cached=True,
+                duration_ms=(time.perf_counter() - started) * 1000.0,
+            )
+        return await self._join_flight(call, tool, rank, started, key, paths)
+
+    def _canonical_args(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(arguments)
+        for name in PATH_ARGUMENTS:
+            if name in out:
+                raw = out[name]
+                if isinstance(raw, list):
+                    out[name] = [_normalize(r, self.workspace) or r for r in raw]
+                else:
+                    out[name] = _normalize(raw, self.workspace) or raw
+        return out
+
+    async def _join_flight(
+        self,
+        call: ToolCall,
+        tool: ToolLike,
+        rank: int,
+        started: float,
+        key: bytes,
+        paths: frozenset[str],
+    ) -> ToolResult:
+        fkey = (key, self._epoch)
+        flight = self._flights.get(fkey)
+        leader = flight is None
+        if flight is None:
+            task = asyncio.ensure_future(self._execute_and_store(call, tool, rank, started, key, paths))
+            flight = _Flight(task)
+            self._flights[fkey] = flight
+            task.add_done_callback(functools.partial(self._end_flight, fkey, flight))
+        else:
+            self._counts["singleflight_shared"] += 1
+        flight.waiters += 1
+        try:
+            result = await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.task.done():
+                flight.task.cancel()  # nobody needs it any more: stop the tool too
+                await asyncio.wait([flight.task])
+            raise
+        flight.waiters -= 1
+        if leader:
+            return result
+        return msgspec.structs.replace(
+            result,
+            call_id=call.id,
+            attempts=0,
+            cached=True,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _end_flight(self, key: tuple[bytes, int], flight: _Flight, _task: object = None) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+    async def _execute_and_store(
+        self,
+        call: ToolCall,
+        tool: ToolLike,
+        rank: int,
+        started: float,
+        key: bytes,
+        paths: frozenset[str],
+    ) -> ToolResult:
+        assert self.cache is not None
+        epoch = self._epoch
+        stamps = file_stamps(paths, self.cache.root) if paths != ALL_PATHS else ()
+        result = await self._execute(call, tool, rank, started)
+        # Stored only if no mutating call started or ended meanwhile: it might have read stale data.
+        if not result.is_error and epoch == self._epoch:
+            self.cache.put(
+                key,
+                result,
+                nbytes=len(result.content.encode("utf-8")),
+                paths=paths,
+                stamps=stamps,
+            )
+        return result
+
+    async def _run_mutating(
+        self, call: ToolCall, tool: ToolLike, rank: int, started: float
+    ) -> ToolResult:
+        paths = call_paths(call.arguments, read_only=False, workspace=self.workspace)
+        self._invalidate(paths)
+        try:
+            return await self._execute(call, tool, rank, started)
+        finally:
+            self._invalidate(paths)
+
+    def _invalidate(self, paths: frozenset[str] | None) -> None:
+        self._epoch += 1
+        if self.cache is not None:
+            self.cache.invalidate(paths)
+
+    def _breaker(self, name: str) -> CircuitBreaker:
+        b = self._breakers.get(name)
+        if b is None:
+            b = self._breakers[name] = CircuitBreaker(**self._breaker_args)  # type: ignore[arg-type]
+        return b
+
+    async def _execute(self, call: ToolCall, tool: ToolLike, rank: int, started: float) -> ToolResult:
+        breaker = self._breaker(call.name)
+        if not breaker.allow():
+            err = ToolError(
+                f"circuit open for {call.name}: it failed {breaker.failures} times within "
+                f"{breaker.window_s:g} s; calls fail fast for another {breaker.retry_in_s():.1f} s "
+                "(breaker state: open)",
+                tool=call.name,
+                kind="circuit_open",
+            )
+            return self._error_result(call, err, started, attempts=0)
+        attempts = 0
+        verdict = False
+        try:
+            while True:
+                attempts += 1
+                await self._sched.acquire(call.name, rank)
+                self._counts["executions"] += 1
+                try:
+                    content = await self._invoke(call, tool)
+                    error: BaseException | None = None
+                except ToolError as e:
+                    error = e
+                except Exception as e:  # a tool's own bug must not end the session
+                    error = e
+                finally:
+                    self._sched.release(call.name)
+                if error is None:
+                    breaker.success()
+                    verdict = True
+                    return await self._ok_result(call, content, started, attempts)
+                if getattr(error, "retryable", False) and attempts <= self.max_retries:
+                    self._counts["retries"] += 1
+                    await asyncio.sleep(backoff_s(attempts, self.retry_base_s, self.retry_max_s, self._rng))
+                    continue
+                kind = error.kind if isinstance(error, ToolError) else "error"
+                if kind in _BREAKER_KINDS or getattr(error, "retryable", False):
+                    breaker.failure()
+                    verdict = True
+                return self._error_result(call, error, started, attempts=attempts, breaker=breaker)
+        finally:
+            if not verdict:
+                breaker.release()
+
+    async def _invoke(self, call: ToolCall, tool: ToolLike) -> str:
         timeout_s = tool.timeout_s if tool.timeout_s is not None else self.default_timeout_s
         try:
             out = await asyncio.wait_for(tool.invoke(dict(call.arguments)), timeout_s)
@@ -138,29 +591,206 @@ class ToolPipeline:
             return out.decode("utf-8", "replace")
         return orjson.dumps(out, default=str).decode()
 
-    async def run_turn(self, calls: Sequence[ToolCall]) -> AsyncIterator[ToolResult]:
-        """Run one assistant turn's calls step by step (see :func:`plan_steps`).
+    # --- results -----------------------------------------------------------------------------
+
+    def _error_result(
+        self,
+        call: ToolCall,
+        error: BaseException,
+        started: float,
+        *,
+        attempts: int,
+        breaker: CircuitBreaker | None = None,
+    ) -> ToolResult:
+        if isinstance(error, ToolError):
+            kind, text = error.kind, f"{error.kind}: {error}"
+        else:
+            kind, text = "error", f"error: {type(error).__name__}: {error}"
+        if attempts > 1:
+            text += f"\n[failed after {attempts} attempts]"
+        if breaker is not None and breaker.state != CLOSED:
+            text += f"\n[circuit breaker of {call.name} is now {breaker.state}]"
+        self._errors[kind] += 1
+        return ToolResult(
+            call_id=call.id,
+            name=call.name,
+            content=cap_output(strip_ansi(text), self.max_output_chars),
+            is_error=True,
+            error_kind=kind,
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+            attempts=attempts,
+        )
+
+    async def _ok_result(self, call: ToolCall, content: str, started: float, attempts: int) -> ToolResult:
+        text = strip_ansi(content)
+        spooled: str | None = None
+        if self.workspace is not None and len(text) * 4 > self.spool_threshold_bytes:
+            data = text.encode("utf-8")
+            if len(data) > self.spool_threshold_bytes:
+                spooled = await asyncio.to_thread(self._spool, call, data)
+                keep = self.spool_threshold_bytes // 4
+                head = data[:keep].decode("utf-8", "ignore")
+                tail = data[-keep:].decode("utf-8", "ignore")
+                left_out = len(data) - len(head.encode()) - len(tail.encode())
+                text = (
+                    f"{head}\n[... {left_out} bytes left out of {len(data)}; the whole output is "
+                    f"in {spooled} (read_file it with offset/limit) ...]\n{tail}"
+                )
+                self._counts["spooled"] += 1
+        return ToolResult(
+            call_id=call.id,
+            name=call.name,
+            content=cap_output(text, self.max_output_chars),
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+            attempts=attempts,
+            spooled_path=spooled,
+        )
+
+    def _spool(self, call: ToolCall, data: bytes) -> str:
+        assert self.workspace is not None
+        directory = self.workspace.root / ".raygent" / "spool"
+        directory.mkdir(parents=True, exist_ok=True)
+        stem = _SAFE_NAME.sub("_", f"{call.name}-{call.id}")[:100]
+        path = directory / f"{stem}-{time.time_ns():x}.txt"
+        Path(path).write_bytes(data)
+        return path.relative_to(self.workspace.root).as_posix()
+
+    # --- turns -------------------------------------------------------------------------------
+
+    async def run_turn(
+        self, calls: Sequence[ToolCall], *, priority: str = "normal", turn_id: str | None = None
+    ) -> AsyncIterator[ToolResult]:
+        """Run one assistant turn's calls, ordered as the module docs say.
+
+        Parameters
+        ----------
+        calls : sequence of ToolCall
+            The turn's calls, in the model's order.
+        priority : str, default "normal"
+            Queue priority of every call of the turn (see :data:`PRIORITIES`).
+        turn_id : str, optional
+            Name under which :meth:`cancel` finds the turn.
 
         Yields
         ------
         ToolResult
-            Each result as soon as its call finishes: in call order across steps, in completion
-            order within a step of parallel read-only calls.
+            Each result as soon as its call finishes (completion order). A call cancelled by
+            :meth:`cancel` yields an error result of kind ``"cancelled"``.
+
+        Notes
+        -----
+        Closing the iterator early, or cancelling the task that consumes it, cancels the calls
+        still running (``run_command`` kills its process group) and waits until they are gone.
         """
-        for step in plan_steps(calls, self.tools):
-            if len(step) == 1:
-                yield await self.run_call(step[0])
-                continue
-            for fut in asyncio.as_completed([self.run_call(c) for c in step]):
-                yield await fut
+        rank_ok = priority in PRIORITIES
+        if not rank_ok:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        planned: list[_Planned] = []
+        tasks: list[asyncio.Task[ToolResult]] = []
+        for call in calls:
+            tool = self.tools.get(call.name)
+            ro = tool is None or tool.read_only
+            paths = (
+                frozenset()
+                if tool is None
+                else call_paths(call.arguments, read_only=ro, workspace=self.workspace)
+            )
+            p = _Planned(call, ro, paths)
+            deps = [t for q, t in zip(planned, tasks) if _must_wait(p, q)]
+            planned.append(p)
+            tasks.append(asyncio.ensure_future(self._after(deps, call, priority)))
+        if turn_id is not None:
+            self._turns[turn_id] = tasks
+        try:
+            pending: set[asyncio.Task[ToolResult]] = set(tasks)
+            order = {t: i for i, t in enumerate(tasks)}
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in sorted(done, key=order.__getitem__):
+                    yield t.result()
+        finally:
+            if turn_id is not None and self._turns.get(turn_id) is tasks:
+                del self._turns[turn_id]
+            live = [t for t in tasks if not t.done()]
+            for t in live:
+                t.cancel()
+            if live:
+                await asyncio.wait(live)
+
+    async def _after(
+        self, deps: list[asyncio.Task[ToolResult]], call: ToolCall, priority: str
+    ) -> ToolResult:
+        started = time.perf_counter()
+        try:
+            if deps:
+                await asyncio.wait(deps)
+            return await self.run_call(call, priority=priority)
+        except asyncio.CancelledError:
+            self._counts["cancelled"] += 1
+            self._errors["cancelled"] += 1
+            return ToolResult(
+                call_id=call.id,
+                name=call.name,
+                content="cancelled: the turn was cancelled before this call finished",
+                is_error=True,
+                error_kind="cancelled",
+                duration_ms=(time.perf_counter() - started) * 1000.0,
+                attempts=0,
+            )
+
+    def cancel(self, turn_id: str) -> int:
+        """Cancel the calls of a running turn; returns how many were still running or queued.
+
+        Their results arrive from :meth:`run_turn` as errors of kind ``"cancelled"``; running
+        subprocesses are killed with their children. An unknown ``turn_id`` cancels nothing.
+        """
+        live = [t for t in self._turns.get(turn_id, ()) if not t.done()]
+        for t in live:
+            t.cancel()
+        return len(live)
 
     async def run_all(
-        self, calls: Sequence[ToolCall], on_result: Callable[[ToolResult], None] | None = None
+        self,
+        calls: Sequence[ToolCall],
+        on_result: Callable[[ToolResult], None] | None = None,
+        *,
+        priority: str = "normal",
     ) -> list[ToolResult]:
         """Run one turn and return the results in the order of ``calls``."""
         by_id: dict[str, ToolResult] = {}
-        async for r in self.run_turn(calls):
+        async for r in self.run_turn(calls, priority=priority):
             by_id[r.call_id] = r
             if on_result is not None:
                 on_result(r)
         return [by_id[c.id] for c in calls]
+
+    # --- metrics -----------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters of this pipeline since it was made.
+
+        Returns
+        -------
+        dict
+            ``calls`` (calls received), ``executions`` (tool runs, retries included),
+            ``retries``, ``cancelled``, ``spooled``, ``singleflight_shared`` (calls answered by
+            an identical call in flight), ``errors`` (by kind), ``running`` and ``queued`` (now),
+            ``breakers`` (tool -> ``{"state", "opened"}``) and ``cache`` (``hits``, ``misses``,
+            ``evictions``, ``expirations``, ``invalidations``, ``entries``, ``bytes``; empty when
+            the cache is off).
+        """
+        return {
+            "calls": self._counts["calls"],
+            "executions": self._counts["executions"],
+            "retries": self._counts["retries"],
+            "cancelled": self._counts["cancelled"],
+            "spooled": self._counts["spooled"],
+            "singleflight_shared": self._counts["singleflight_shared"],
+            "errors": dict(self._errors),
+            "running": self._sched.running,
+            "queued": self._sched.queued,
+            "breakers": {
+                name: {"state": b.state, "opened": b.opened_count} for name, b in self._breakers.items()
+            },
+            "cache": self.cache.stats() if self.cache is not None else {},
+        }
