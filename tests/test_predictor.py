@@ -34,3 +34,134 @@ def test_sessions_are_separate_sequences():
     assert dict(p.next_tools(None)) == pytest.approx(
         {"grep": 1 / 3, "write_file": 1 / 3, "list_dir": 1 / 3}
     )
+
+
+# --- issue 6: n-gram with back-off, arguments, durations, hints --------------------------------
+
+import random  # noqa: E402
+
+from raygent.predictor import P2Quantile, PredictedCall  # noqa: E402
+
+
+def _feed(p, sid, tools):
+    for t in tools:
+        p.observe(ToolEvent(sid, t, 1.0))
+
+
+def test_longer_context_beats_first_order():
+    # After "a", the next tool depends on what came before "a": only order >= 3 can tell.
+    p = Predictor(order=3)
+    for i in range(10):
+        _feed(p, f"x{i}", ["x", "a", "b"])
+        _feed(p, f"y{i}", ["y", "a", "c"])
+    _feed(p, "q", ["x", "a"])
+    assert p.predict("q", k=1)[0][0] == "b"
+    _feed(p, "r", ["y", "a"])
+    assert p.predict("r", k=1)[0][0] == "c"
+    first_order = Predictor(order=2)
+    for i in range(10):
+        _feed(first_order, f"x{i}", ["x", "a", "b"])
+        _feed(first_order, f"y{i}", ["y", "a", "c"])
+    _feed(first_order, "r", ["y", "a"])
+    assert first_order.predict("r", k=2)[0][1] == pytest.approx(first_order.predict("r", k=2)[1][1])
+
+
+def test_backs_off_to_session_then_global_counts():
+    p = Predictor()
+    _feed(p, "s1", ["grep", "grep", "grep", "edit"])
+    # Unseen context: falls back to this session's own tools, then global counts.
+    _feed(p, "s2", ["novel_tool"])
+    top = p.predict("s2", k=3)
+    assert top[0][0] == "novel_tool"
+    assert [t for t, _ in top[1:]] == ["grep", "edit"]
+    assert sum(pr for _, pr in p.predict("s2", k=10)) == pytest.approx(1.0)
+    assert Predictor().predict("nobody") == []
+
+
+def test_read_file_arguments_come_from_previous_grep_output():
+    p = Predictor()
+    for i in range(5):
+        sid = f"s{i}"
+        hit = f"src/mod{i}/core.py"
+        p.observe(ToolEvent(sid, "grep", 2.0, arguments={"pattern": "foo"},
+                            result_excerpt=f"{hit}:12: foo()\nother/x.txt:1: foo"))
+        p.observe(ToolEvent(sid, "read_file", 1.0, arguments={"path": hit}, result_excerpt="..."))
+    p.observe(ToolEvent("new", "grep", 2.0, arguments={"pattern": "bar"},
+                        result_excerpt="lib/zeta.py:3: bar = 1\n"))
+    args, conf = p.predict_arguments("new", "read_file")
+    assert args == {"path": "lib/zeta.py"} and conf == pytest.approx(1.0)
+    spec = p.speculative_calls("new", threshold=0.5)
+    assert spec == [PredictedCall("read_file", {"path": "lib/zeta.py"}, pytest.approx(spec[0].confidence))]
+    assert spec[0].confidence >= 0.5
+
+
+def test_never_speculates_a_mutating_tool():
+    p = Predictor()
+    for i in range(6):
+        p.observe(ToolEvent(f"s{i}", "read_file", 1.0, arguments={"path": "a.py"}, result_excerpt="a.py"))
+        p.observe(ToolEvent(f"s{i}", "write_file", 1.0, arguments={"path": "a.py"}, result_excerpt="ok"))
+    p.observe(ToolEvent("n", "read_file", 1.0, arguments={"path": "a.py"}, result_excerpt="a.py"))
+    assert p.predict("n", k=1)[0][0] == "write_file"
+    assert p.predict_arguments("n", "write_file") == ({"path": "a.py"}, pytest.approx(1.0))
+    assert p.speculative_calls("n", threshold=0.0) == [] or all(
+        c.tool != "write_file" for c in p.speculative_calls("n", threshold=0.0)
+    )
+    # Even if the caller's read-only set is asked with a zero threshold, only its tools come out.
+    assert all(c.tool in {"read_file"} for c in p.speculative_calls("n", read_only={"read_file"}, threshold=0.0))
+
+
+@pytest.mark.parametrize("q", [0.5, 0.95, 0.99])
+def test_p2_quantile_tracks_the_sorted_quantile(q):
+    rng = random.Random(7)
+    xs = [rng.lognormvariate(3, 0.8) for _ in range(20_000)]
+    est = P2Quantile(q)
+    for x in xs:
+        est.add(x)
+    true = sorted(xs)[int(q * len(xs))]
+    assert est.value() == pytest.approx(true, rel=0.05)
+
+
+def test_p2_small_samples_are_exact_nearest_rank():
+    est = P2Quantile(0.5)
+    assert est.value() is None
+    for x in [5.0, 1.0, 3.0]:
+        est.add(x)
+    assert est.value() == 3.0
+
+
+def test_duration_stats_ewma_quantiles_and_adaptive_timeout():
+    p = Predictor()
+    assert p.timeout_s("run_command", default_s=30.0) == 30.0
+    for i in range(100):
+        p.observe(ToolEvent("s", "run_command", 100.0 + (i % 10), ok=i % 4 != 0))
+    st = p.stats["run_command"]
+    assert st.success_rate == pytest.approx(0.75)
+    assert 100.0 <= st.ewma_duration_ms <= 109.0
+    assert 105.0 <= st.p95.value() <= 109.0
+    assert p.timeout_s("run_command", default_s=30.0, floor_s=0.0) == pytest.approx(2 * st.p99.value() / 1000)
+    assert p.timeout_s("run_command", default_s=30.0) == 1.0  # 2 x ~109 ms is under the 1 s floor
+    assert p.timeout_s("run_command", default_s=30.0, floor_s=0.0, cap_s=0.1) == 0.1
+    snap = p.snapshot()["stats"]["run_command"]
+    assert snap["p99_duration_ms"] == st.p99.value() and snap["calls"] == 100
+
+
+def test_plan_groups_and_parallel_groups():
+    p = Predictor()
+    for i in range(5):
+        _feed(p, f"s{i}", ["list_dir", "grep", "read_file", "write_file"])
+    _feed(p, "n", ["list_dir"])
+    groups = p.plan_groups("n", horizon=3, min_probability=0.1)
+    assert [[t for t, _ in g] for g in groups] == [["grep", "read_file"], ["write_file"]]
+    probs = [pr for g in groups for _, pr in g]
+    assert probs == sorted(probs, reverse=True)
+    assert Predictor.parallel_groups(["grep", "read_file", "write_file", "read_file", "grep"]) == [
+        [0, 1], [2], [3, 4]
+    ]
+
+
+def test_snapshot_keeps_first_order_transitions():
+    p = Predictor()
+    _feed(p, "s", ["grep", "read_file", "grep"])
+    snap = p.snapshot()
+    assert snap["transitions"] == {"": {"grep": 1}, "grep": {"read_file": 1}, "read_file": {"grep": 1}}
+    assert snap["order"] == 3

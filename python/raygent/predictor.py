@@ -1,45 +1,273 @@
-"""Online model of tool use: which tool follows which, how long each takes, how often it fails.
+"""Online model of tool use: which tool comes next with which arguments, how long it takes.
 
-First version: a first-order Markov chain over tool names (transition counts, with the session
-start as the state ``None``) and running means of durations. The runtime feeds it tool events
-fire-and-forget; nothing waits on it in the hot path.
+The runtime feeds :class:`Predictor` finished tool calls (:class:`ToolEvent`) fire-and-forget and
+asks it for hints; nothing waits on it in the hot path. Everything is learned online, one event
+at a time, in O(order) work per event.
+
+Methods followed
+----------------
+- **Next tool**: a variable-order n-gram over tool names (contexts of up to ``order - 1``
+  previous tools of the session, the session start being a symbol of its own) scored with
+  *stupid back-off* (Brants et al., "Large Language Models in Machine Translation", EMNLP 2007):
+  the relative frequency in the longest context that saw the tool, times ``backoff`` (0.4) per
+  level backed off, down to two order-0 levels, the session's own tool counts (a cache model,
+  as in PPM's exclusion-free lowest orders) and then the global counts. Scores are normalized to
+  sum to one over the candidates.
+- **Arguments**: per tool, counts of argument *templates*: the call's arguments as canonical
+  JSON in which every file path that also occurs in the previous call's result is replaced by
+  a slot naming its position among the paths of that result (after ``grep`` or ``find_file``,
+  the next ``read_file``/``open`` is usually of a file in that output). A prediction fills the
+  most frequent template that the current previous result can fill; a template with no slot
+  is a literal repeat. Its confidence is the template's share of the tool's calls; a second
+  source, "same arguments as this tool's last call in the session", competes with its own
+  online hit rate.
+- **Durations**: per tool, an exponentially weighted moving average (``alpha = 0.2``) and the
+  p95 and p99 by the P² algorithm (Jain & Chlamtac, "The P² algorithm for dynamic calculation
+  of quantiles and histograms without storing observations", CACM 28(10), 1985): five markers
+  adjusted by piecewise-parabolic interpolation, O(1) memory; success rates by counting.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+import os
+import re
+from collections import Counter, defaultdict, deque
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import msgspec
+import orjson
 
-__all__ = ["Predictor", "ToolEvent", "ToolStats"]
+__all__ = [
+    "DEFAULT_READ_ONLY_TOOLS",
+    "P2Quantile",
+    "Predictor",
+    "PredictedCall",
+    "ToolEvent",
+    "ToolStats",
+    "EvalReport",
+    "evaluate",
+]
+
+DEFAULT_READ_ONLY_TOOLS: frozenset[str] = frozenset(
+    {
+        # raygent's built-in read-only tools
+        "read_file", "list_dir", "grep",
+        # common read-only tools of other agents (SWE-agent, OpenHands, aider-like loops)
+        "open", "find_file", "search_dir", "search_file", "get_file", "view", "cat", "ls",
+        "glob", "list_files", "read", "search",
+    }
+)  # fmt: skip
+"""Tools :meth:`Predictor.speculative_calls` may propose when the caller names none."""
+
+_START: None = None
+_EXCERPT_CHARS = 8_192
+_PATH = re.compile(r"(?<![\w.~/-])(?:[\w.~-]*/)*[\w~-][\w.~-]*\.[A-Za-z][A-Za-z0-9]{0,7}(?![\w/-])")
+_SLOT = re.compile(r"\x00(\d+)\x00")
 
 
 class ToolEvent(msgspec.Struct, frozen=True):
     """One finished tool call as the predictor hears it.
 
-    ``session_id`` separates sequences: the first call of a session follows the start state.
+    Attributes
+    ----------
+    session_id : str
+        Separates sequences: the first call of a session follows the start state.
+    tool : str
+        Tool name.
+    duration_ms : float
+        Wall time of the call, milliseconds.
+    ok : bool
+        False when the call failed.
+    arguments : dict
+        The call's arguments (for argument prediction); empty when not given.
+    result_excerpt : str
+        The start of the call's result (the predictor reads at most 8 KiB of it, for the file
+        paths it names); empty when not given.
     """
 
     session_id: str
     tool: str
     duration_ms: float
     ok: bool = True
+    arguments: dict[str, Any] = {}
+    result_excerpt: str = ""
 
 
-class ToolStats(msgspec.Struct):
-    """Per-tool statistics: call count, failures, mean duration (ms, running mean)."""
+class PredictedCall(msgspec.Struct, frozen=True):
+    """A call the predictor expects next: tool, arguments and ``confidence`` in [0, 1]."""
 
-    calls: int = 0
-    failures: int = 0
-    mean_duration_ms: float = 0.0
+    tool: str
+    arguments: dict[str, Any]
+    confidence: float
+
+
+class P2Quantile:
+    """Streaming estimate of one quantile by the P² algorithm (Jain & Chlamtac 1985).
+
+    Parameters
+    ----------
+    q : float
+        The quantile, in (0, 1).
+
+    Notes
+    -----
+    Exact for the first five observations; then five markers (min, q/2, q, (1+q)/2, max) whose
+    heights are corrected by piecewise-parabolic (else linear) interpolation. O(1) memory and
+    time per observation.
+    """
+
+    __slots__ = ("q", "n", "_h", "_pos", "_want", "_dwant")
+
+    def __init__(self, q: float) -> None:
+        if not 0 < q < 1:
+            raise ValueError(f"q must be in (0, 1), got {q}")
+        self.q = q
+        self.n = 0
+        self._h: list[float] = []
+        self._pos = [1.0, 2.0, 3.0, 4.0, 5.0]
+        self._want = [1.0, 1 + 2 * q, 1 + 4 * q, 3 + 2 * q, 5.0]
+        self._dwant = [0.0, q / 2, q, (1 + q) / 2, 1.0]
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        h = self._h
+        if self.n <= 5:
+            h.append(x)
+            h.sort()
+            return
+        if x < h[0]:
+            h[0] = x
+            k = 0
+        elif x >= h[4]:
+            h[4] = x
+            k = 3
+        else:
+            k = next(i for i in range(4) if h[i] <= x < h[i + 1])
+        pos = self._pos
+        for i in range(k + 1, 5):
+            pos[i] += 1
+        for i in range(5):
+            self._want[i] += self._dwant[i]
+        for i in (1, 2, 3):
+            d = self._want[i] - pos[i]
+            if (d >= 1 and pos[i + 1] - pos[i] > 1) or (d <= -1 and pos[i - 1] - pos[i] < -1):
+                s = 1.0 if d > 0 else -1.0
+                hp = h[i] + s / (pos[i + 1] - pos[i - 1]) * (
+                    (pos[i] - pos[i - 1] + s) * (h[i + 1] - h[i]) / (pos[i + 1] - pos[i])
+                    + (pos[i + 1] - pos[i] - s) * (h[i] - h[i - 1]) / (pos[i] - pos[i - 1])
+                )
+                if not h[i - 1] < hp < h[i + 1]:  # parabola leaves the bracket: linear
+                    j = i + int(s)
+                    hp = h[i] + s * (h[j] - h[i]) / (pos[j] - pos[i])
+                h[i] = hp
+                pos[i] += s
+
+    def value(self) -> float | None:
+        """The current estimate (``None`` before any observation)."""
+        if self.n == 0:
+            return None
+        if self.n <= 5:
+            # Nearest rank on the sorted observations.
+            return self._h[min(self.n - 1, max(0, math.ceil(self.q * self.n) - 1))]
+        return self._h[2]
+
+
+class ToolStats:
+    """Per-tool statistics.
+
+    Attributes
+    ----------
+    calls, failures : int
+    mean_duration_ms : float
+        Running mean, milliseconds.
+    ewma_duration_ms : float
+        Exponentially weighted moving average (``alpha`` 0.2), milliseconds.
+    p95, p99 : P2Quantile
+        Streaming duration quantiles, milliseconds.
+    """
+
+    __slots__ = ("calls", "failures", "mean_duration_ms", "ewma_duration_ms", "p95", "p99")
+    EWMA_ALPHA = 0.2
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.failures = 0
+        self.mean_duration_ms = 0.0
+        self.ewma_duration_ms = 0.0
+        self.p95 = P2Quantile(0.95)
+        self.p99 = P2Quantile(0.99)
+
+    def add(self, duration_ms: float, ok: bool) -> None:
+        self.calls += 1
+        self.failures += 0 if ok else 1
+        self.mean_duration_ms += (duration_ms - self.mean_duration_ms) / self.calls
+        a = self.EWMA_ALPHA if self.calls > 1 else 1.0
+        self.ewma_duration_ms += a * (duration_ms - self.ewma_duration_ms)
+        self.p95.add(duration_ms)
+        self.p99.add(duration_ms)
 
     @property
     def success_rate(self) -> float:
         return 1.0 - self.failures / self.calls if self.calls else 1.0
 
 
+def _paths(text: str) -> list[str]:
+    """File paths named in ``text``, each followed by its basename, first occurrence first."""
+    out: dict[str, None] = {}
+    for m in _PATH.finditer(text[:_EXCERPT_CHARS]):
+        p = m.group(0).rstrip(".")
+        out.setdefault(p, None)
+        out.setdefault(os.path.basename(p), None)
+    return list(out)
+
+
+def _canonical(arguments: dict[str, Any]) -> str:
+    return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _template(arguments: dict[str, Any], paths: Sequence[str]) -> str:
+    """Canonical JSON of ``arguments`` with each of ``paths`` found in it replaced by a slot."""
+    text = _canonical(arguments)
+    if not paths or "\x00" in text:
+        return text
+    by_length = sorted(range(len(paths)), key=lambda i: -len(paths[i]))
+    for i in by_length:
+        text = re.sub(
+            r"(?<![\w./~-])" + re.escape(paths[i]) + r"(?![\w/~-])", f"\x00{i}\x00", text
+        )
+    return text
+
+
+def _fill(template: str, paths: Sequence[str]) -> dict[str, Any] | None:
+    try:
+        text = _SLOT.sub(lambda m: paths[int(m.group(1))], template)
+        value = orjson.loads(text)
+    except (IndexError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class _Session:
+    __slots__ = ("recent", "counts", "last_args", "paths")
+
+    def __init__(self, order: int) -> None:
+        self.recent: deque[str | None] = deque([_START], maxlen=max(1, order - 1))
+        self.counts: Counter[str] = Counter()
+        self.last_args: dict[str, str] = {}
+        self.paths: list[str] = []
+
+
 class Predictor:
-    """Tool-to-tool transition counts and running mean durations.
+    """Online n-gram model of tool sequences, arguments and durations (see module docs).
+
+    Parameters
+    ----------
+    order : int, default 3
+        n of the n-gram: the next tool is predicted from up to ``order - 1`` previous tools.
+    backoff : float, default 0.4
+        Stupid back-off factor per level.
 
     Examples
     --------
@@ -50,26 +278,95 @@ class Predictor:
     [('read_file', 1.0)]
     """
 
-    def __init__(self) -> None:
-        self._counts: dict[str | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._last: dict[str, str] = {}
+    def __init__(self, *, order: int = 3, backoff: float = 0.4) -> None:
+        if order < 1:
+            raise ValueError(f"order must be at least 1, got {order}")
+        self.order = order
+        self.backoff = backoff
+        # Context (tuple of the previous tools, oldest first; None = session start) -> counts.
+        self._ngrams: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
+        self._unigram: Counter[str] = Counter()
+        self._sessions: dict[str, _Session] = {}
+        self._templates: dict[str, Counter[str]] = defaultdict(Counter)
+        self._repeat = [0, 0]  # [hits, trials] of "same arguments as the last call of the tool"
         self.stats: dict[str, ToolStats] = {}
 
+    # --- learning -----------------------------------------------------------------------------
+
+    def _session(self, session_id: str) -> _Session:
+        s = self._sessions.get(session_id)
+        if s is None:
+            s = self._sessions[session_id] = _Session(self.order)
+        return s
+
     def observe(self, event: ToolEvent) -> None:
-        prev = self._last.get(event.session_id)
-        self._counts[prev][event.tool] += 1
-        self._last[event.session_id] = event.tool
-        st = self.stats.setdefault(event.tool, ToolStats())
-        st.calls += 1
-        st.failures += 0 if event.ok else 1
-        st.mean_duration_ms += (event.duration_ms - st.mean_duration_ms) / st.calls
+        """Learn one finished call (after any prediction made for it)."""
+        s = self._session(event.session_id)
+        recent = tuple(s.recent)
+        for n in range(1, len(recent) + 1):
+            self._ngrams[recent[len(recent) - n :]][event.tool] += 1
+        self._unigram[event.tool] += 1
+        s.counts[event.tool] += 1
+        s.recent.append(event.tool)
+        if event.arguments or event.result_excerpt:
+            canon = _canonical(event.arguments)
+            last = s.last_args.get(event.tool)
+            if last is not None:
+                self._repeat[1] += 1
+                self._repeat[0] += last == canon
+            s.last_args[event.tool] = canon
+            self._templates[event.tool][_template(event.arguments, s.paths)] += 1
+            s.paths = _paths(event.result_excerpt)
+        st = self.stats.get(event.tool)
+        if st is None:
+            st = self.stats[event.tool] = ToolStats()
+        st.add(event.duration_ms, event.ok)
 
     def end_session(self, session_id: str) -> None:
-        """Forget the session's last tool, so its next call counts from the start state."""
-        self._last.pop(session_id, None)
+        """Forget the session's recent tools, so its next call counts from the start state."""
+        self._sessions.pop(session_id, None)
+
+    # --- next tool ----------------------------------------------------------------------------
+
+    def _scores(self, recent: Sequence[str | None], session_counts: Counter[str] | None) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        weight = 1.0
+        levels: list[Counter[str]] = []
+        for n in range(min(len(recent), self.order - 1), 0, -1):
+            row = self._ngrams.get(tuple(recent[len(recent) - n :]))
+            if row:
+                levels.append(row)
+        if session_counts:
+            levels.append(session_counts)
+        levels.append(self._unigram)
+        for row in levels:
+            total = sum(row.values())
+            if total:
+                for tool, c in row.items():
+                    if tool not in scores:
+                        scores[tool] = weight * c / total
+                weight *= self.backoff
+        z = sum(scores.values())
+        return {t: v / z for t, v in scores.items()} if z else {}
+
+    def predict(self, session_id: str, *, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most likely next tools of ``session_id`` with their probabilities.
+
+        Returns
+        -------
+        list of (tool, probability)
+            Highest first (ties by name); empty before any event was observed.
+        """
+        s = self._sessions.get(session_id)
+        recent: Sequence[str | None] = tuple(s.recent) if s else (_START,)
+        scores = self._scores(recent, s.counts if s else None)
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
     def next_tools(self, after: str | None, *, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most likely tools to follow ``after`` (``None``: a session's first call).
+
+        First-order view over every session (no back-off), kept for callers that know only
+        the previous tool; :meth:`predict` uses the session's longer context.
 
         Returns
         -------
@@ -77,22 +374,170 @@ class Predictor:
             Sorted by probability, highest first (ties by name); empty when ``after`` was never
             followed by anything.
         """
-        row = self._counts.get(after)
+        row = self._ngrams.get((after,))
         if not row:
             return []
         total = sum(row.values())
         ranked = sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(tool, n / total) for tool, n in ranked[:k]]
 
+    # --- arguments ----------------------------------------------------------------------------
+
+    def predict_arguments(self, session_id: str, tool: str) -> tuple[dict[str, Any], float] | None:
+        """Predicted arguments of the session's next call if it is to ``tool``.
+
+        Returns
+        -------
+        (arguments, confidence) or None
+            ``confidence`` in [0, 1] is the estimated probability that the arguments are
+            exactly right given the tool; ``None`` when nothing can be proposed.
+        """
+        s = self._sessions.get(session_id)
+        paths = s.paths if s else []
+        best: tuple[dict[str, Any], float] | None = None
+        templates = self._templates.get(tool)
+        if templates:
+            total = sum(templates.values())
+            for template, c in templates.most_common():
+                args = _fill(template, paths)
+                if args is not None:
+                    best = (args, c / total)
+                    break
+        if s is not None and tool in s.last_args:
+            hits, trials = self._repeat
+            rate = (hits + 1) / (trials + 2)  # Laplace
+            if best is None or rate > best[1]:
+                best = (orjson.loads(s.last_args[tool]), rate)
+        return best
+
+    def speculative_calls(
+        self,
+        session_id: str,
+        *,
+        read_only: Collection[str] | None = None,
+        threshold: float = 0.5,
+        k: int = 3,
+    ) -> list[PredictedCall]:
+        """Calls worth running before the model asks for them (results go to the cache).
+
+        Parameters
+        ----------
+        session_id : str
+        read_only : collection of str, optional
+            Tools that have no side effects; only these are ever proposed (default
+            :data:`DEFAULT_READ_ONLY_TOOLS`). A mutating tool is never proposed.
+        threshold : float, default 0.5
+            Minimum confidence: P(next tool) x P(arguments exact | tool).
+        k : int, default 3
+            Next tools considered.
+
+        Returns
+        -------
+        list of PredictedCall
+            Highest confidence first.
+        """
+        allowed = DEFAULT_READ_ONLY_TOOLS if read_only is None else read_only
+        out = []
+        for tool, p in self.predict(session_id, k=k):
+            if tool not in allowed or p < threshold:
+                continue
+            guess = self.predict_arguments(session_id, tool)
+            if guess is not None and p * guess[1] >= threshold:
+                out.append(PredictedCall(tool, guess[0], p * guess[1]))
+        return sorted(out, key=lambda c: -c.confidence)
+
+    # --- durations, timeouts, groups ----------------------------------------------------------
+
     def mean_duration_ms(self, tool: str) -> float | None:
         st = self.stats.get(tool)
         return st.mean_duration_ms if st else None
 
+    def timeout_s(
+        self,
+        tool: str,
+        *,
+        default_s: float,
+        floor_s: float = 1.0,
+        cap_s: float = 600.0,
+        margin: float = 2.0,
+        min_samples: int = 20,
+    ) -> float:
+        """Adaptive timeout: ``margin`` x the observed p99 duration, within [floor_s, cap_s].
+
+        Returns ``default_s`` (clamped likewise) until ``min_samples`` calls of ``tool`` were seen.
+        """
+        st = self.stats.get(tool)
+        p99 = st.p99.value() if st is not None and st.calls >= min_samples else None
+        t = default_s if p99 is None else margin * p99 / 1000.0
+        return min(cap_s, max(floor_s, t))
+
+    def plan_groups(
+        self,
+        session_id: str,
+        *,
+        horizon: int = 4,
+        min_probability: float = 0.3,
+        read_only: Collection[str] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Likely upcoming calls grouped for parallel execution.
+
+        Rolls the n-gram forward from the session's context, taking the most likely tool each
+        step while the chain's probability stays at least ``min_probability`` (at most
+        ``horizon`` steps); consecutive read-only tools share a group (they may run together),
+        a mutating tool is a group of its own.
+
+        Returns
+        -------
+        list of groups, each a list of (tool, chain probability)
+        """
+        allowed = DEFAULT_READ_ONLY_TOOLS if read_only is None else read_only
+        s = self._sessions.get(session_id)
+        recent: list[str | None] = list(s.recent) if s else [_START]
+        counts: Counter[str] = Counter(s.counts) if s else Counter()
+        groups: list[list[tuple[str, float]]] = []
+        prob = 1.0
+        for _ in range(horizon):
+            scores = self._scores(recent, counts)
+            if not scores:
+                break
+            tool, p = min(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+            prob *= p
+            if prob < min_probability:
+                break
+            if tool in allowed and groups and groups[-1][0][0] in allowed:
+                groups[-1].append((tool, prob))
+            else:
+                groups.append([(tool, prob)])
+            recent = (recent + [tool])[-max(1, self.order - 1) :]
+            counts[tool] += 1
+        return groups
+
+    @staticmethod
+    def parallel_groups(tools: Iterable[str], *, read_only: Collection[str] | None = None) -> list[list[int]]:
+        """Indices of one turn's calls in groups that may run together, in order.
+
+        Consecutive read-only calls share a group; each mutating call runs alone, after the
+        calls before it and before the calls after it.
+        """
+        allowed = DEFAULT_READ_ONLY_TOOLS if read_only is None else read_only
+        groups: list[list[int]] = []
+        prev_ro = False
+        for i, tool in enumerate(tools):
+            ro = tool in allowed
+            if ro and prev_ro:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+            prev_ro = ro
+        return groups
+
     def snapshot(self) -> dict:
-        """Plain-data view: transitions ``{prev: {next: count}}`` (start state as ``""``) and stats."""
+        """Plain data: first-order ``transitions`` ``{prev: {next: count}}`` (start as ``""``),
+        per-tool ``stats`` (durations in ms) and the model's ``order``."""
         return {
+            "order": self.order,
             "transitions": {
-                (k or ""): dict(v) for k, v in self._counts.items()
+                (ctx[0] or ""): dict(row) for ctx, row in self._ngrams.items() if len(ctx) == 1
             },
             "stats": {
                 name: {
@@ -100,7 +545,124 @@ class Predictor:
                     "failures": s.failures,
                     "success_rate": s.success_rate,
                     "mean_duration_ms": s.mean_duration_ms,
+                    "ewma_duration_ms": s.ewma_duration_ms,
+                    "p95_duration_ms": s.p95.value(),
+                    "p99_duration_ms": s.p99.value(),
                 }
                 for name, s in self.stats.items()
             },
         }
+
+
+# --- offline evaluation on recorded trajectories ----------------------------------------------
+
+
+class EvalReport(msgspec.Struct, kw_only=True):
+    """What :func:`evaluate` measured (counts; accuracies are ``hits / steps``).
+
+    ``args_predicted`` counts steps whose top-1 tool was right and for which arguments were
+    proposed; ``args_exact`` those whose arguments matched exactly. ``spec_*`` count the
+    speculative calls proposed at ``threshold`` over read-only tools: ``spec_hits`` equal the
+    call that came next (tool and arguments), ``spec_wasted`` did not.
+    """
+
+    runs: int = 0
+    steps: int = 0
+    top1: int = 0
+    top3: int = 0
+    freq_top1: int = 0
+    freq_top3: int = 0
+    markov_top1: int = 0
+    markov_top3: int = 0
+    args_predicted: int = 0
+    args_exact: int = 0
+    spec_proposed: int = 0
+    spec_hits: int = 0
+    spec_wasted: int = 0
+    with_durations: int = 0
+    skipped: list[str] = []
+
+
+def _ranked(row: Counter[str] | None, fill: Counter[str], k: int) -> list[str]:
+    out = [t for t, _ in sorted((row or {}).items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+    for t, _ in sorted(fill.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(out) >= k:
+            break
+        if t not in out:
+            out.append(t)
+    return out
+
+
+def evaluate(
+    runs: Iterable[tuple[str, Sequence[tuple[Any, Any]]]],
+    *,
+    predictor: Predictor | None = None,
+    threshold: float = 0.5,
+    read_only: Collection[str] | None = None,
+) -> EvalReport:
+    """Train online over recorded runs, predicting every call before observing it.
+
+    Parameters
+    ----------
+    runs : iterable of (name, steps)
+        ``steps`` as :attr:`raygent.replay.Trajectory.steps`: ``(ToolCall, ToolMessage)``
+        pairs in call order. Runs are taken in the order given; each is a session.
+    predictor : Predictor, optional
+        The model under test (default ``Predictor()``).
+    threshold : float, default 0.5
+        Confidence threshold of :meth:`Predictor.speculative_calls`.
+    read_only : collection of str, optional
+        Tools speculation may run (default :data:`DEFAULT_READ_ONLY_TOOLS`).
+
+    Returns
+    -------
+    EvalReport
+        Against two baselines trained on the same events: the most frequent tool so far, and a
+        first-order Markov chain (ties and missing rows filled by frequency).
+    """
+    p = predictor or Predictor()
+    r = EvalReport()
+    freq: Counter[str] = Counter()
+    markov: dict[str | None, Counter[str]] = defaultdict(Counter)
+    for name, steps in runs:
+        r.runs += 1
+        sid = f"eval:{r.runs}:{name}"
+        prev: str | None = None
+        for call, result in steps:
+            r.steps += 1
+            guess = [t for t, _ in p.predict(sid, k=3)]
+            r.top1 += guess[:1] == [call.name]
+            r.top3 += call.name in guess
+            f = _ranked(None, freq, 3)
+            r.freq_top1 += f[:1] == [call.name]
+            r.freq_top3 += call.name in f
+            m = _ranked(markov.get(prev), freq, 3)
+            r.markov_top1 += m[:1] == [call.name]
+            r.markov_top3 += call.name in m
+            if guess[:1] == [call.name]:
+                args = p.predict_arguments(sid, call.name)
+                if args is not None:
+                    r.args_predicted += 1
+                    r.args_exact += _canonical(args[0]) == _canonical(call.arguments)
+            for spec in p.speculative_calls(sid, read_only=read_only, threshold=threshold):
+                r.spec_proposed += 1
+                hit = spec.tool == call.name and _canonical(spec.arguments) == _canonical(call.arguments)
+                r.spec_hits += hit
+                r.spec_wasted += not hit
+            duration = getattr(result, "duration_ms", None)
+            r.with_durations += duration is not None
+            p.observe(
+                ToolEvent(
+                    sid,
+                    call.name,
+                    float(duration or 0.0),
+                    ok=not getattr(result, "is_error", False),
+                    arguments=dict(call.arguments),
+                    result_excerpt=getattr(result, "content", "")[:_EXCERPT_CHARS],
+                )
+            )
+            freq[call.name] += 1
+            markov[prev][call.name] += 1
+            prev = call.name
+        p.end_session(sid)
+    return r
