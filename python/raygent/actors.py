@@ -36,6 +36,7 @@ from raygent.pipeline import ToolPipeline
 from raygent.predictor import Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
+from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS
 from raygent.tools import Tool, builtin_tools
 
 __all__ = ["AgentSpec", "AgentActor", "ToolActor", "PredictorActor"]
@@ -52,8 +53,9 @@ class AgentSpec(msgspec.Struct, frozen=True):
     # Chunks are coalesced so one Ray object carries many: a batch is sent when it holds
     # flush_chunks chunks, when flush_interval_ms has passed since the last one, or at a
     # boundary the caller wants to see at once (a finished tool call, a result, the end).
-    flush_chunks: int = 64
-    flush_interval_ms: float = 20.0
+    # Defaults and their measurement: raygent.streaming.DEFAULT_BUFFER_SIZE.
+    flush_chunks: int = DEFAULT_BUFFER_SIZE
+    flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS
 
 
 _FLUSH_NOW = (ToolCallEnd, ToolResultChunk, Done, StateChange)
@@ -172,21 +174,26 @@ class AgentActor:
             if events:
                 self.predictor.observe.remote(encode(events))
 
-    async def run(self, prompt: str) -> AsyncIterator[bytes]:
+    async def run(
+        self, prompt: str, flush_chunks: int | None = None, flush_interval_ms: float | None = None
+    ) -> AsyncIterator[bytes]:
         """Streaming generator of encoded ``list[Chunk]`` batches for one prompt.
 
-        A failure is raised after the chunks that came before it have been sent.
+        ``flush_chunks`` (chunks) and ``flush_interval_ms`` (milliseconds) override the spec's
+        batch bounds for this run. A failure is raised after the chunks that came before it
+        have been sent.
         """
         batch: list[Chunk] = []
         last_flush = time.monotonic()
-        interval_s = self.spec.flush_interval_ms / 1000.0
+        max_chunks = flush_chunks or self.spec.flush_chunks
+        interval_s = (self.spec.flush_interval_ms if flush_interval_ms is None else flush_interval_ms) / 1000.0
         try:
             async for chunk in self.session.run(prompt):
                 batch.append(chunk)
                 now = time.monotonic()
                 if (
                     isinstance(chunk, _FLUSH_NOW)
-                    or len(batch) >= self.spec.flush_chunks
+                    or len(batch) >= max_chunks
                     or now - last_flush >= interval_s
                 ):
                     yield encode(batch)

@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from raygent.messages import (
 )
 from raygent.providers._spec import resolve_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT
+from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, Stream
 from raygent.tools import Tool, tool
 
 __all__ = ["init", "shutdown", "Agent", "RunResult"]
@@ -186,29 +187,62 @@ class Agent:
         )
         self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
 
-    def stream(self, prompt: str) -> Iterator[Chunk]:
-        """Run ``prompt`` and yield every chunk as it arrives.
+    def stream(
+        self,
+        prompt: str,
+        *,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS,
+        text_only: bool = False,
+        include: Iterable[str | type] | None = None,
+    ) -> Stream:
+        """Run ``prompt``; the returned :class:`~raygent.streaming.Stream` yields its chunks.
 
-        Yields text deltas, tool-call start/delta/end, tool results, usage, state changes and
-        done, in order (see :mod:`raygent.messages`).
+        The run starts at once, whether or not the stream is read. Iterate it (``for`` or
+        ``async for``), or call ``collect()`` / ``as_reader()``. Unfiltered, it carries text
+        deltas, tool-call start/delta/end, tool results, usage, state changes and done, in
+        order (see :mod:`raygent.messages`).
+
+        Parameters
+        ----------
+        prompt : str
+            The user's message.
+        buffer_size : int, default 64
+            Most chunks per Ray object sent from the agent's actor (chunks).
+        flush_interval_ms : float, default 20.0
+            Longest a chunk waits in the actor before it is sent (milliseconds).
+        text_only : bool, default False
+            Yield only text deltas.
+        include : iterable of str or type, optional
+            Chunk kinds to yield (see :data:`raygent.streaming.CHUNK_KINDS`); default all.
+
+        Returns
+        -------
+        Stream
 
         Raises
         ------
         AgentError
-            The run failed (``kind`` says why: ``provider_error``, ``rate_limit``,
-            ``max_turns``, ``tool_runner_failed``, ``actor_died``); the chunks before the
-            failure have been yielded and the session's history keeps every completed turn.
+            While reading: the run failed (``kind`` says why: ``provider_error``,
+            ``rate_limit``, ``max_turns``, ``tool_runner_failed``, ``actor_died``); the chunks
+            before the failure have been yielded and the session's history keeps every
+            completed turn.
         """
-        refs = self._actor.run.options(num_returns="streaming").remote(prompt)
-        while True:
-            try:
-                ref = next(refs)
-            except StopIteration:
-                return
-            except Exception as e:
-                raise _translate(e) from e
-            for chunk in decode(_get(ref), list[Chunk]):
-                yield chunk
+        batches = _RayBatches()
+        stream = Stream(  # validates the options before the run starts
+            batches, buffer_size=buffer_size, flush_interval_ms=flush_interval_ms,
+            text_only=text_only, include=include,
+        )
+        batches.refs = self._actor.run.options(num_returns="streaming").remote(
+            prompt, buffer_size, flush_interval_ms
+        )
+        return stream
+
+    def astream(self, prompt: str, **options: Any) -> Stream:
+        """:meth:`stream`, named for ``async for chunk in agent.astream(prompt)`` (the same
+        :class:`~raygent.streaming.Stream` supports both; iterating it asynchronously awaits
+        Ray objects instead of blocking the event loop)."""
+        return self.stream(prompt, **options)
 
     def run(self, prompt: str) -> RunResult:
         """Run ``prompt`` to its final answer.
@@ -219,28 +253,18 @@ class Agent:
             As for :meth:`stream`.
         """
         started = time.perf_counter()
-        calls: list[ToolCall] = []
-        results: list[ToolResult] = []
-        input_tokens = output_tokens = 0
-        for chunk in self.stream(prompt):
-            if isinstance(chunk, ToolCallEnd):
-                calls.append(chunk.call)
-            elif isinstance(chunk, ToolResultChunk):
-                results.append(chunk.result)
-            elif isinstance(chunk, Usage):
-                input_tokens += chunk.input_tokens
-                output_tokens += chunk.output_tokens
+        got = self.stream(prompt).collect()
         wall_ms = (time.perf_counter() - started) * 1000.0
         history = self.history()
         last_user = max(i for i, m in enumerate(history) if isinstance(m, UserMessage))
         answers = [m for m in history[last_user:] if isinstance(m, AssistantMessage)]
         return RunResult(
             text=answers[-1].content if answers else "",
-            tool_calls=calls,
-            tool_results=results,
+            tool_calls=got.tool_calls,
+            tool_results=got.tool_results,
             turns=len(answers),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            input_tokens=got.usage.input_tokens,
+            output_tokens=got.usage.output_tokens,
             wall_ms=wall_ms,
             model=self.model,
         )
@@ -269,6 +293,34 @@ class Agent:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _RayBatches:
+    """The batches of an ``AgentActor.run`` streaming generator, sync or async, decoded."""
+
+    def __init__(self) -> None:
+        self.refs: Any = None  # the ObjectRefGenerator, set once the run is started
+
+    def __iter__(self) -> Iterator[list[Chunk]]:
+        while True:
+            try:
+                ref = next(self.refs)
+            except StopIteration:
+                return
+            except Exception as e:
+                raise _translate(e) from e
+            yield decode(_get(ref), list[Chunk])
+
+    async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
+        while True:
+            try:
+                ref = await self.refs.__anext__()
+                data = await ref
+            except StopAsyncIteration:
+                return
+            except Exception as e:
+                raise _translate(e) from e
+            yield decode(data, list[Chunk])
 
 
 def _get(ref: Any) -> Any:
