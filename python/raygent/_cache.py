@@ -16,6 +16,7 @@ such edits.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -71,7 +72,7 @@ def file_stamps(paths: Iterable[str], root: str | None) -> tuple[tuple[str, int,
         except OSError:
             out.append((p, -1, -1))
             continue
-        if not os.path.isdir(os.path.join(root, p)):
+        if not stat.S_ISDIR(st.st_mode):
             out.append((p, st.st_size, st.st_mtime_ns))
     return tuple(out)
 

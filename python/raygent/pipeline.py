@@ -415,10 +415,11 @@ class ToolPipeline:
             return await self._run_mutating(call, tool, rank, started)
         if self.cache is None:
             return await self._execute(call, tool, rank, started)
-        paths = call_paths(call.arguments, read_only=True, workspace=self.workspace)
+        args = self._canonical_args(call.arguments)  # path arguments resolved once, here
+        paths = call_paths(args, read_only=True)
         if paths is None:
             return await self._execute(call, tool, rank, started)
-        key = canonical_key(call.name, self._canonical_args(call.arguments))
+        key = canonical_key(call.name, args)
         hit = self.cache.get(key)
         if hit is not None:
             return msgspec.structs.replace(
@@ -576,10 +577,11 @@ class ToolPipeline:
     async def _invoke(self, call: ToolCall, tool: ToolLike) -> str:
         timeout_s = tool.timeout_s if tool.timeout_s is not None else self.default_timeout_s
         try:
-            out = await asyncio.wait_for(tool.invoke(dict(call.arguments)), timeout_s)
-        except (asyncio.TimeoutError, TimeoutError) as e:
-            if isinstance(e, ToolTimeout):
-                raise
+            # asyncio.timeout, not wait_for: no extra task per call. On expiry the tool's
+            # coroutine is cancelled in place (run_command kills its process group).
+            async with asyncio.timeout(timeout_s):
+                out = await tool.invoke(dict(call.arguments))
+        except TimeoutError:
             raise ToolTimeout(
                 f"{call.name} did not finish within {timeout_s:g} s and was cancelled",
                 tool=call.name,
