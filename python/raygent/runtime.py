@@ -69,7 +69,12 @@ def init(address: str | None = None, **ray_init_kwargs: Any) -> None:
 
 def shutdown() -> None:
     """Disconnect from Ray (a local cluster started by :func:`init` stops)."""
+    _SHARED_ACTORS.clear()
     ray.shutdown()
+
+
+# Handles of the shared named actors (tool actor per workspace, predictor), by (job id, name).
+_SHARED_ACTORS: dict[tuple[str, str], Any] = {}
 
 
 @cache
@@ -134,6 +139,9 @@ class Agent:
         Tools offered to the model besides the built-ins (a plain function is wrapped with
         :func:`raygent.tool`). They run in the workspace's ``ToolActor`` process, registered
         there for every session of the workspace.
+    stream : bool, default True
+        False asks the model for whole responses instead of streamed ones (same history and
+        tool calls; :meth:`stream` then delivers each response's chunks at once).
 
     Raises
     ------
@@ -157,6 +165,7 @@ class Agent:
         max_turns: int = 24,
         tool_timeout_s: float = 120.0,
         tools: Sequence[Tool | Callable[..., Any]] = (),
+        stream: bool = True,
     ) -> None:
         root = Path(workspace).resolve()
         if not root.is_dir():
@@ -174,6 +183,11 @@ class Agent:
         self._predictor = _remote(PredictorActor).options(
             name="raygent-predictor", get_if_exists=True
         ).remote()
+        # A named actor still dies when the handle that created it is collected, even if a later
+        # get_if_exists handle is in use: keep the shared actors' handles for the driver's life.
+        job = ray.get_runtime_context().get_job_id()  # a new cluster in this process starts afresh
+        _SHARED_ACTORS.setdefault((job, f"raygent-tools-{key}"), self._tools)
+        _SHARED_ACTORS.setdefault((job, "raygent-predictor"), self._predictor)
         schemas = _get(self._tools.schemas.remote())
         if tools:
             extra = [t if isinstance(t, Tool) else tool(t) for t in tools]
@@ -184,6 +198,7 @@ class Agent:
             system_prompt=system_prompt or DEFAULT_SYSTEM_PROMPT,
             budget_tokens=budget_tokens,
             max_turns=max_turns,
+            stream=stream,
         )
         self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
 
