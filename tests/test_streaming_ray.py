@@ -59,3 +59,13 @@ def test_astream_and_run_agree(ray_cluster, workspace):
         result = agent.run("Where is the round-robin scheduler?")
         assert [c.name for c in result.tool_calls] == calls
         assert result.text.startswith("Answer from the scripted")
+
+
+def test_agent_stream_false_gives_the_same_history(ray_cluster, workspace):
+    histories = []
+    for stream in (True, False):
+        with raygent.Agent(workspace=workspace, model="scripted", stream=stream) as agent:
+            chunks = list(agent.stream("Where is the round-robin scheduler?"))
+            assert any(isinstance(c, ToolCallDelta) for c in chunks) == stream
+            histories.append(agent.history())
+    assert histories[0] == histories[1]

@@ -56,6 +56,8 @@ class AgentSpec(msgspec.Struct, frozen=True):
     # Defaults and their measurement: raygent.streaming.DEFAULT_BUFFER_SIZE.
     flush_chunks: int = DEFAULT_BUFFER_SIZE
     flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS
+    # False: whole responses from the provider (see Session's ``stream``).
+    stream: bool = True
 
 
 _FLUSH_NOW = (ToolCallEnd, ToolResultChunk, Done, StateChange)
@@ -158,6 +160,7 @@ class AgentActor:
             system_prompt=self.spec.system_prompt,
             budget_tokens=self.spec.budget_tokens,
             max_turns=self.spec.max_turns,
+            stream=self.spec.stream,
         )
 
     async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult]:

@@ -80,6 +80,10 @@ class Session:
         Token budget of the window sent to the model (see :class:`~raygent.context.Context`).
     max_turns : int, default 24
         Model responses allowed for one prompt before the run stops with ``max_turns``.
+    stream : bool, default True
+        False asks the provider for whole responses: its ``complete(messages, tools) ->
+        list[Chunk]`` when it has one, else its stream gathered before anything is passed on.
+        The history and the tool calls are the same either way; only the chunking differs.
     """
 
     def __init__(
@@ -91,8 +95,10 @@ class Session:
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         budget_tokens: int = 32_000,
         max_turns: int = 24,
+        stream: bool = True,
     ) -> None:
         self.provider = provider
+        self.stream = stream
         self.run_tools = run_tools
         self.tool_schemas = list(tool_schemas)
         self.max_turns = max_turns
@@ -132,7 +138,7 @@ class Session:
             text: list[str] = []
             calls: list[ToolCall] = []
             try:
-                async for chunk in self.provider.stream(self.context.window(), self.tool_schemas):
+                async for chunk in self._respond():
                     if isinstance(chunk, TextDelta):
                         text.append(chunk.text)
                     elif isinstance(chunk, ToolCallEnd):
@@ -158,6 +164,20 @@ class Session:
         raise AgentError(
             f"the model was still calling tools after {self.max_turns} turns", kind="max_turns"
         )
+
+    async def _respond(self) -> AsyncIterator[Chunk]:
+        window = self.context.window()
+        if self.stream:
+            async for chunk in self.provider.stream(window, self.tool_schemas):
+                yield chunk
+            return
+        complete = getattr(self.provider, "complete", None)
+        if complete is not None:
+            chunks = await complete(window, self.tool_schemas)
+        else:
+            chunks = [c async for c in self.provider.stream(window, self.tool_schemas)]
+        for chunk in chunks:
+            yield chunk
 
     async def _execute(self, calls: list[ToolCall]) -> AsyncIterator[Chunk]:
         results: dict[str, ToolResult] = {}

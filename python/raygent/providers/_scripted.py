@@ -14,8 +14,8 @@ parsed as they arrive by ``raygent._native.JsonStream``.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -99,7 +99,7 @@ class ScriptedModel:
         for i in range(0, len(text), self.text_delta_chars):
             yield TextDelta(text[i : i + self.text_delta_chars])
         for index, (name, args) in enumerate(calls):
-            call_id = f"call_{uuid.uuid4().hex[:24]}"
+            call_id = _call_id(messages, index, name, args)
             yield ToolCallStart(index=index, id=call_id, name=name)
             raw = orjson.dumps(args).decode()
             out_chars += len(raw)
@@ -119,6 +119,26 @@ class ScriptedModel:
         in_chars = sum(len(m.content) for m in messages)
         yield Usage(input_tokens=in_chars // 4 + 1, output_tokens=out_chars // 4 + 1)
         yield Done("tool_calls" if calls else "stop")
+
+    async def complete(self, messages: Sequence[Message], tools: Sequence[dict]) -> list[Chunk]:
+        """The whole response at once, as a non-streaming API returns it.
+
+        The same text, calls (same ids) and usage as :meth:`stream`, without the pieces: one
+        text delta, and per call a start and an end.
+        """
+        text, calls = self._decide(messages, {t["name"] for t in tools})
+        out: list[Chunk] = [TextDelta(text)] if text else []
+        out_chars = len(text)
+        for index, (name, args) in enumerate(calls):
+            call_id = _call_id(messages, index, name, args)
+            out_chars += len(orjson.dumps(args))
+            out.append(ToolCallStart(index=index, id=call_id, name=name))
+            # Through orjson like the streamed path, so the arguments are the same JSON values.
+            out.append(ToolCallEnd(index=index, call=ToolCall(call_id, name, orjson.loads(orjson.dumps(args)))))
+        in_chars = sum(len(m.content) for m in messages)
+        out.append(Usage(input_tokens=in_chars // 4 + 1, output_tokens=out_chars // 4 + 1))
+        out.append(Done("tool_calls" if calls else "stop"))
+        return out
 
     # The script is a pure function of the conversation: the step is read off the tool results
     # that follow the latest user message, so the model keeps no state between calls.
@@ -195,6 +215,18 @@ class ScriptedModel:
                 lines.append(f"Excerpt of {best}:")
                 lines.append("\n".join(f"    {ln}" for ln in excerpt[:20]))
         return "\n".join(lines) + "\n"
+
+
+def _call_id(messages: Sequence[Message], index: int, name: str, args: dict) -> str:
+    """A call id that depends only on the call's place in the conversation.
+
+    So two runs of one session (streamed or not) make the same ids and the same history.
+    """
+    h = hashlib.sha1(f"{len(messages)}\0{index}\0{name}\0".encode())
+    h.update(orjson.dumps(args, option=orjson.OPT_SORT_KEYS))
+    for m in messages[-1:]:
+        h.update(m.content.encode())
+    return f"call_{h.hexdigest()[:24]}"
 
 
 def _grep_hits(grep_output: str) -> list[tuple[str, int, str]]:
