@@ -35,6 +35,7 @@ from raygent.messages import (
     decode,
     encode,
 )
+from raygent.providers._ratelimit import RateLimits
 from raygent.providers._spec import resolve_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, Stream
@@ -139,6 +140,9 @@ class Agent:
         Tools offered to the model besides the built-ins (a plain function is wrapped with
         :func:`raygent.tool`). They run in the workspace's ``ToolActor`` process, registered
         there for every session of the workspace.
+    rate_limits : RateLimits, optional
+        Requests per second, tokens per minute and concurrent requests allowed to this
+        endpoint, shared by every agent of the cluster that uses it (HTTP providers).
     stream : bool, default True
         False asks the model for whole responses instead of streamed ones (same history and
         tool calls; :meth:`stream` then delivers each response's chunks at once).
@@ -166,12 +170,15 @@ class Agent:
         tool_timeout_s: float = 120.0,
         tools: Sequence[Tool | Callable[..., Any]] = (),
         stream: bool = True,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         root = Path(workspace).resolve()
         if not root.is_dir():
             raise NotADirectoryError(f"workspace {str(root)!r} is not a directory")
         self.workspace = root
         provider = resolve_provider(model, base_url=base_url, api_key=api_key, headers=headers)
+        if rate_limits is not None:
+            provider = msgspec.structs.replace(provider, rate_limits=rate_limits)
         self.model = provider.display_name
         self.session_id = uuid.uuid4().hex
         init()

@@ -11,6 +11,7 @@ from raygent.providers._base import Provider, decode_stream
 from raygent.providers._gemini import GeminiDecoder, GeminiProvider
 from raygent.providers._openai import OpenAIChatDecoder, OpenAIChatProvider
 from raygent.providers._responses import OpenAIResponsesDecoder, OpenAIResponsesProvider
+from raygent.providers._ratelimit import RateLimits
 from raygent.providers._replay import ReplayProvider
 from raygent.providers._scripted import ScriptedModel
 
@@ -26,5 +27,6 @@ __all__ = [
     "GeminiDecoder",
     "ScriptedModel",
     "ReplayProvider",
+    "RateLimits",
     "decode_stream",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import random
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,7 @@ import orjson
 
 from raygent.errors import ProviderError, ProviderHTTPError, RateLimited, StreamBroken
 from raygent.messages import Chunk
+from raygent.providers._ratelimit import RateLimits, limiter_for
 
 __all__ = ["HTTPStreamProvider", "retry_after_s", "backoff_s", "error_message"]
 
@@ -189,6 +191,16 @@ class HTTPStreamProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
+    # Rate limits (see raygent.providers._ratelimit); set by make_provider or by the caller.
+    rate_limits: RateLimits | None = None
+    rate_limit_key: str | None = None
+
+    def _limiter(self) -> Any:
+        if self.rate_limits is None:
+            return None
+        key = self.rate_limit_key or hashlib.sha1(f"{self.name}@{self.base_url}".encode()).hexdigest()[:16]
+        return limiter_for(key, self.rate_limits)
+
     def _client_here(self) -> httpx.AsyncClient:
         # An httpx client's connections belong to the event loop that opened them, so a client
         # is kept per loop: reused across turns (keep-alive) and replaced if the loop changes.
@@ -240,39 +252,47 @@ class HTTPStreamProvider:
         client = self._client_here()
         request_url = httpx.URL(url)
         origin = (request_url.scheme, request_url.host, request_url.port)
+        limiter = self._limiter()
         attempt = 0
         while True:
             decoder = new_decoder()
+            if limiter is not None:
+                await limiter.acquire(len(content) // 4)
             try:
-                request = client.build_request("POST", request_url, content=content, headers=self._headers,
-                                               extensions={"raygent_origin": origin})
-                response = await client.send(request, stream=True)
                 try:
-                    if not 200 <= response.status_code < 300:
-                        error = await self._http_error(response)
-                        if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
-                            raise error
-                        wait_s = backoff_s(attempt, retry_after_s(response.headers))
-                    else:
-                        async for piece in response.aiter_bytes():
-                            for chunk in decoder.feed(piece):
+                    request = client.build_request("POST", request_url, content=content, headers=self._headers,
+                                                   extensions={"raygent_origin": origin})
+                    response = await client.send(request, stream=True)
+                    try:
+                        if not 200 <= response.status_code < 300:
+                            error = await self._http_error(response)
+                            if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
+                                raise error
+                            wait_s = backoff_s(attempt, retry_after_s(response.headers))
+                        else:
+                            async for piece in response.aiter_bytes():
+                                for chunk in decoder.feed(piece):
+                                    yield chunk
+                                if decoder.closed:
+                                    # The format's end marker was seen: the rest carries nothing for us.
+                                    return
+                            for chunk in decoder.finish():
                                 yield chunk
-                            if decoder.closed:
-                                # The format's end marker was seen: the rest carries nothing for us.
-                                return
-                        for chunk in decoder.finish():
-                            yield chunk
-                        return
-                finally:
-                    await response.aclose()
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                what = f"{type(exc).__name__} from {url}: {exc}"
-                if decoder.received:
-                    raise StreamBroken(f"stream broke after {len(decoder.received)} chunks: {what}",
-                                       received=decoder.received) from exc
-                if attempt >= self.max_retries:
-                    raise ProviderError(f"{what} (after {attempt + 1} attempts)") from exc
-                wait_s = backoff_s(attempt, None)
+                            return
+                    finally:
+                        await response.aclose()
+                except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                    what = f"{type(exc).__name__} from {url}: {exc}"
+                    if decoder.received:
+                        raise StreamBroken(f"stream broke after {len(decoder.received)} chunks: {what}",
+                                           received=decoder.received) from exc
+                    if attempt >= self.max_retries:
+                        raise ProviderError(f"{what} (after {attempt + 1} attempts)") from exc
+                    wait_s = backoff_s(attempt, None)
+            finally:
+                if limiter is not None:
+                    # The slot is held for the whole attempt, body included; a retry waits again.
+                    await limiter.release()
             attempt += 1
             await sleep(wait_s)
 

@@ -21,6 +21,7 @@ import os
 import msgspec
 
 from raygent.providers._base import Provider
+from raygent.providers._ratelimit import RateLimits
 from raygent.providers._scripted import ScriptedModel
 
 __all__ = ["ProviderSpec", "make_provider", "resolve_provider", "KINDS"]
@@ -49,6 +50,8 @@ class ProviderSpec(msgspec.Struct, frozen=True):
     base_url: str | None = None
     api_key: str | None = None
     headers: dict[str, str] = {}
+    # Shared by every actor of the cluster using this endpoint (raygent.providers._ratelimit).
+    rate_limits: RateLimits | None = None
 
     @property
     def display_name(self) -> str:
@@ -142,6 +145,13 @@ def make_provider(spec: ProviderSpec) -> Provider:
     ValueError
         An unknown ``spec.kind``.
     """
+    provider = _make(spec)
+    if spec.rate_limits is not None:
+        provider.rate_limits = spec.rate_limits  # type: ignore[attr-defined]
+    return provider
+
+
+def _make(spec: ProviderSpec) -> Provider:
     if spec.kind == "scripted":
         return ScriptedModel()
     url, key, headers = spec.base_url, spec.api_key, spec.headers or None
