@@ -147,16 +147,27 @@ def test_elide_middle_keeps_head_and_tail_and_counts_bytes():
     assert elide_middle("short", keep_chars=10) == ("short", 0)
 
 
-def test_long_tool_output_is_elided_in_window_only():
-    ctx = Context(system_prompt="s", budget_tokens=100_000, elide_over_chars=1000, elide_keep_chars=100)
+def test_long_tool_output_is_elided_in_window_only_once_the_history_overflows():
+    ctx = Context(system_prompt="s", budget_tokens=1_000, elide_over_chars=1000, elide_keep_chars=100)
     ctx.append(UserMessage("go"))
     big = "A" * 100 + "M" * 5000 + "Z" * 100
     ctx.append(AssistantMessage("", [ToolCall("c", "read_file", {"path": "x"})]))
     ctx.append(ToolMessage("c", "read_file", big))
+    assert ctx.total_tokens() > 1_000
     shown = ctx.window()[-1]
     assert shown.content == "A" * 100 + "\n[... 5000 bytes elided ...]\n" + "Z" * 100
     assert ctx.history[-1].content == big
     assert ctx.window_tokens() < ctx.total_tokens()
+
+
+def test_long_tool_output_is_shown_whole_while_the_history_fits():
+    ctx = Context(system_prompt="s", budget_tokens=100_000, elide_over_chars=1000, elide_keep_chars=100)
+    ctx.append(UserMessage("go"))
+    big = "A" * 100 + "M" * 5000 + "Z" * 100
+    ctx.append(AssistantMessage("", [ToolCall("c", "grep", {"pattern": "x"})]))
+    ctx.append(ToolMessage("c", "grep", big))
+    assert ctx.window()[-1].content == big
+    assert ctx.window() == ctx.history
 
 
 def test_pinned_unit_survives_trimming():

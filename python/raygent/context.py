@@ -12,9 +12,11 @@ returns every message exactly as appended, and an optional append-only JSONL fil
 2. **Always kept:** the system prompt, every pinned unit (:meth:`Context.pin`, or
    ``append(msg, pinned=True)``), and the newest unit (the current prompt or the open tool
    round), even when these alone exceed the budget.
-3. **Elision.** A tool result longer than ``elide_over_chars`` characters is shown with its head
-   and tail (``elide_keep_chars`` characters each) around a marker
-   ``[... N bytes elided ...]`` (N = UTF-8 bytes left out); the history keeps the full text.
+3. **Elision.** Once the whole history no longer fits ``budget_tokens``, a tool result longer
+   than ``elide_over_chars`` characters is shown with its head and tail (``elide_keep_chars``
+   characters each) around a marker ``[... N bytes elided ...]`` (N = UTF-8 bytes left out);
+   the history keeps the full text. While everything fits, the model sees every output whole:
+   cutting a search result the model is about to act on costs more than the tokens it saves.
 4. **Summary.** After :meth:`Context.compact`, the units it summarized are replaced in the
    window by one user message holding the provider's summary (when it fits beside the
    always-kept units).
@@ -244,6 +246,7 @@ class Context:
         self.compact_threshold = compact_threshold
         self._history: list[Message] = []
         self._tokens: list[int] = []
+        self._total_tokens = 0
         # Window form of each message (elided tool output) and its tokens, built lazily.
         self._views: dict[int, tuple[Message, int]] = {}
         # Unit boundaries: index in _history where each unit starts (system excluded).
@@ -308,6 +311,7 @@ class Context:
                 self._pending_calls = {c.id for c in msg.tool_calls}
         self._history.append(msg)
         self._tokens.append(self._count(msg))
+        self._total_tokens += self._tokens[-1]
         if pinned and self._unit_starts:
             self._pinned.add(len(self._unit_starts) - 1)
         if self._log is not None:
@@ -351,7 +355,7 @@ class Context:
 
     def total_tokens(self) -> int:
         """Tokens of the whole history, unelided."""
-        return sum(self._tokens)
+        return self._total_tokens
 
     # --- window -------------------------------------------------------------------------------
 
@@ -372,10 +376,12 @@ class Context:
 
     def _view(self, i: int) -> tuple[Message, int]:
         """The window form of message ``i`` and its tokens (cached)."""
+        msg = self._history[i]
+        if self._total_tokens <= self.budget_tokens:
+            return msg, self._tokens[i]
         cached = self._views.get(i)
         if cached is not None:
             return cached
-        msg = self._history[i]
         out = (msg, self._tokens[i])
         if isinstance(msg, ToolMessage) and len(msg.content) > self.elide_over_chars:
             text, n = elide_middle(msg.content, keep_chars=self.elide_keep_chars)
