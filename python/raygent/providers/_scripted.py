@@ -4,7 +4,7 @@ It needs no network and no weights, so a fresh machine can run a whole agent ses
 fixed investigation script, not a language model, and says so in its name and in every answer:
 
 1. list the workspace tree (``list_dir``);
-2. search for the task's distinctive words (``grep``);
+2. search for each of the task's distinctive words (one ``grep`` per word, in one turn);
 3. read the file with the most hits around the first hit (``read_file``);
 4. answer with what it found: the files that matched, the best hit and an excerpt.
 
@@ -80,16 +80,24 @@ class ScriptedModel:
         Size of each streamed tool-call arguments fragment (characters of JSON).
     read_lines : int, default 40
         Lines of the best file read in step 3.
+    max_hits_per_word : int, default 150
+        ``max_results`` of each word's search in step 2.
     """
 
     name = SCRIPTED_MODEL_NAME
 
     def __init__(
-        self, *, text_delta_chars: int = 24, argument_delta_chars: int = 8, read_lines: int = 40
+        self,
+        *,
+        text_delta_chars: int = 24,
+        argument_delta_chars: int = 8,
+        read_lines: int = 40,
+        max_hits_per_word: int = 150,
     ) -> None:
         self.text_delta_chars = text_delta_chars
         self.argument_delta_chars = argument_delta_chars
         self.read_lines = read_lines
+        self.max_hits_per_word = max_hits_per_word
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[dict]
@@ -154,6 +162,9 @@ class ScriptedModel:
         results = {
             m.name: m for m in messages[last_user + 1 :] if isinstance(m, ToolMessage)
         }
+        greps = [
+            m for m in messages[last_user + 1 :] if isinstance(m, ToolMessage) and m.name == "grep"
+        ]
         rounds = sum(
             1
             for m in messages[last_user + 1 :]
@@ -166,21 +177,35 @@ class ScriptedModel:
                 f"[{self.name}] Task: {task.strip()}\nFirst I look at the layout of the workspace.\n",
                 [("list_dir", {"path": ".", "max_depth": 2})],
             )
-        if "grep" not in results and keywords and "grep" in available and rounds < 3:
-            pattern = "|".join(re.escape(k) for k in keywords)
+        if not greps and keywords and "grep" in available and rounds < 3:
+            # One search per word, in one turn: they are read-only, so the pipeline runs them
+            # in parallel, and each word's own hit count tells how common it is.
             return (
                 f"Next I search the workspace for {', '.join(repr(k) for k in keywords)}.\n",
-                [("grep", {"pattern": pattern, "path": ".", "ignore_case": True, "max_results": 400})],
+                [
+                    ("grep", {"pattern": re.escape(k), "path": ".", "ignore_case": True,
+                              "max_results": self.max_hits_per_word})
+                    for k in keywords
+                ],
             )
-        hits = _grep_hits(results["grep"].content) if "grep" in results else []
+        hits, cut = _grep_hits(greps)
+        # How many matches each word's search left out: a word that hits everywhere (the
+        # project's name) is common however few of its hits were shown.
+        pattern_of = {
+            c.id: c.arguments.get("pattern")
+            for m in messages[last_user + 1 :]
+            if isinstance(m, AssistantMessage)
+            for c in m.tool_calls
+        }
+        more = {k: n for cid, n in cut.items() for k in keywords if pattern_of.get(cid) == re.escape(k)}
         if hits and "read_file" not in results and "read_file" in available and rounds < 3:
-            best, first_line = _rank_files(hits, keywords)[0]
+            best, first_line = _rank_files(hits, keywords, more)[0]
             offset = max(0, first_line - 1 - self.read_lines // 4)
             return (
                 f"The best match is {best}; I read it around line {first_line}.\n",
                 [("read_file", {"path": best, "offset": offset, "limit": self.read_lines})],
             )
-        return self._answer(task, keywords, results, hits), []
+        return self._answer(task, keywords, results, hits, more), []
 
     def _answer(
         self,
@@ -188,6 +213,7 @@ class ScriptedModel:
         keywords: list[str],
         results: dict[str, ToolMessage],
         hits: list[tuple[str, int, str]],
+        more: dict[str, int],
     ) -> str:
         lines = [f"Answer from the {self.name} model (a fixed search script, not an LLM)."]
         listing = results.get("list_dir")
@@ -199,7 +225,7 @@ class ScriptedModel:
         elif not hits:
             lines.append(f"No file mentions {', '.join(repr(k) for k in keywords)}.")
         else:
-            ranked = _rank_files(hits, keywords)
+            ranked = _rank_files(hits, keywords, more)
             best, best_line = ranked[0]
             lines.append(
                 f"{len(hits)} matching lines for {', '.join(repr(k) for k in keywords)} in "
@@ -229,13 +255,22 @@ def _call_id(messages: Sequence[Message], index: int, name: str, args: dict) -> 
     return f"call_{h.hexdigest()[:24]}"
 
 
-def _grep_hits(grep_output: str) -> list[tuple[str, int, str]]:
-    hits = []
-    for line in grep_output.splitlines():
-        m = _GREP_LINE.match(line)
-        if m:
-            hits.append((m["path"], int(m["line"]), m["text"]))
-    return hits
+_MORE = re.compile(r"\[\.\.\. (\d+) more matches not shown")
+
+
+def _grep_hits(greps: Sequence[ToolMessage]) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
+    """Distinct ``(path, line, text)`` hits of every grep result, and the matches each result
+    left out, by tool call id."""
+    hits: dict[tuple[str, int], str] = {}
+    more: dict[str, int] = {}
+    for g in greps:
+        for line in g.content.splitlines():
+            m = _GREP_LINE.match(line)
+            if m:
+                hits.setdefault((m["path"], int(m["line"])), m["text"])
+            elif (cut := _MORE.search(line)) is not None:
+                more[g.call_id] = int(cut[1])
+    return [(p, n, t) for (p, n), t in hits.items()], more
 
 
 _CODE_SUFFIXES = (
@@ -244,28 +279,36 @@ _CODE_SUFFIXES = (
 )
 
 
-def _rank_files(hits: list[tuple[str, int, str]], keywords: list[str]) -> list[tuple[str, int]]:
+def _rank_files(
+    hits: list[tuple[str, int, str]], keywords: list[str], more: dict[str, int]
+) -> list[tuple[str, int]]:
     """Files ordered by relevance, each with the line of its best hit.
 
     A file scores the sum of ``1 / (files containing the word)`` over the task words it
     contains, so a word that is everywhere (the project's name) counts little and a file that
-    has several rare words ranks first. Source code counts double against prose and build files
-    (a README that repeats the question is seldom where the answer lives); ties go to more hits.
+    has several rare words ranks first. A word whose search was cut short (``more`` matches
+    not shown) has its file count scaled up by the part not seen. Source code counts double
+    against prose and build files (a README that repeats the question is seldom where the
+    answer lives); ties go to more hits.
     """
     words_in: dict[str, set[str]] = {}
     best_line: dict[str, tuple[int, int]] = {}
     counts: Counter[str] = Counter()
+    shown: Counter[str] = Counter()
     for path, line, text in hits:
         low = text.lower()
         found = {k for k in keywords if k.lower() in low}
+        shown.update(found)
         words_in.setdefault(path, set()).update(found)
         counts[path] += 1
         # The line with the most distinct words, the earliest on a tie.
         if path not in best_line or len(found) > best_line[path][1]:
             best_line[path] = (line, len(found))
     doc_freq = Counter(k for found in words_in.values() for k in found)
+    scale = {k: (shown[k] + more.get(k, 0)) / shown[k] for k in shown}
     score = {
-        p: sum(1 / doc_freq[k] for k in found) * (2.0 if p.endswith(_CODE_SUFFIXES) else 1.0)
+        p: sum(1 / (doc_freq[k] * scale[k]) for k in found)
+        * (2.0 if p.endswith(_CODE_SUFFIXES) else 1.0)
         for p, found in words_in.items()
     }
     order = sorted(words_in, key=lambda p: (-score[p], -counts[p], p))
