@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,63 @@ def test_any_chunking_equals_one_shot(data, seed):
     text = data.decode("utf-8", "replace")
     assert _stream(_random_chunks(text, seed, max_len=5)) == strip_ansi(text)
     assert strip_ansi(text).encode() == strip_ansi_bytes(text.encode())
+
+
+# --- str stripped on its code units (1, 2 or 4 bytes per character) ---------------------------
+
+_WIDE_PIECES = ["\x1b", "\x1b[", "\x1b[1;31m", "\x1b]0;", "\x1b\\", "\x07", "\x9b", "\x9c", "\x85",
+                "m", "2K", ";", "a", "é", "\xa0", "\xff", "中文", "한", "😀", "\U0010ffff", "\ud800"]
+_WIDE = st.lists(st.sampled_from(_WIDE_PIECES), max_size=24).map("".join)
+
+
+def _via_bytes(text: str) -> str:
+    return strip_ansi_bytes(text.encode()).decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_WIDE)
+def test_wide_str_every_split_point_equals_one_shot(text):
+    expected = strip_ansi(text)
+    if "\ud800" not in text:  # bytes mode reads the surrogatepass bytes ED A0 80 differently
+        assert expected == _via_bytes(text)
+    else:
+        assert expected == _via_bytes(text.replace("\ud800", "\u4e00")).replace("\u4e00", "\ud800")
+    for cut in range(len(text) + 1):
+        s = AnsiStripper()
+        assert s.feed(text[:cut]) + s.feed(text[cut:]) + s.finish() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("\x1b]0;é\x07abc", "abc"),  # the only Latin-1 character was in a dropped OSC
+        ("a\x85b", "ab"),  # the only non-ASCII character was a C1 control
+        ("\x1b]0;中\x07é", "é"),  # UCS-2 in, Latin-1 out
+        ("\x1b]0;😀\x07中", "中"),  # UCS-4 in, UCS-2 out
+        ("😀\x1b[1m中\x1b[0m", "😀中"),
+        ("\x1b]0;😀\x07", ""),
+    ],
+)
+def test_wide_str_output_in_smallest_storage(text, expected):
+    # A str stored wider than it needs compares unequal to the same characters stored right.
+    out = strip_ansi(text)
+    assert out == expected
+    assert out.encode("utf-8") == expected.encode("utf-8")
+    assert hash(out) == hash(expected)
+    s = AnsiStripper()
+    assert s.feed(text) + s.finish() == expected
+
+
+@pytest.mark.parametrize("wide", ["", "é", "中", "😀"])
+@pytest.mark.parametrize("text_per_seq", [1, 4, 40])
+def test_wide_str_cut_in_place_or_reallocated(wide, text_per_seq):
+    # Under half removed: the output str is cut in place; over half: reallocated.
+    text = ("\x1b[1;31m" + "x" * text_per_seq + wide) * 5000 + "\x1b[0mend"
+    out = strip_ansi(text)
+    expected = ("x" * text_per_seq + wide) * 5000 + "end"
+    assert out == expected
+    assert len(out) == len(expected) and hash(out) == hash(expected)
+    assert out.encode() == strip_ansi_bytes(text.encode()).decode().encode()
+    assert out[-3:] == "end" and (out + "!")[-4:] == "end!"
+    assert out.count("x") == text_per_seq * 5000
+    assert sys.getsizeof(out) == sys.getsizeof(expected)

@@ -4,7 +4,9 @@
 //! (<https://vt100.net/emu/dec_ansi_parser>), which implements ECMA-48 5th edition (1991),
 //! sections 5.3 (C0/C1 control functions), 5.4 (control sequences), 5.5 (independent control
 //! functions) and 5.6 (control strings), plus the escape sequences of ECMA-35 section 13.
-//! It works on bytes; `str` input is its UTF-8 encoding. Nothing is buffered: every byte is
+//! It works on bytes (`&str` input is its UTF-8 encoding), or on the code units of a string
+//! stored one code point per unit as CPython stores `str` ([`CodeUnit`]: `u8`, `u16`, `u32`;
+//! the same rules, see [`strip_units`]). Nothing is buffered: every byte is
 //! either copied to the output or dropped as soon as it is read, so the only state carried
 //! between chunks is the parser state and at most three bytes of a UTF-8 character cut by a
 //! chunk boundary.
@@ -921,6 +923,388 @@ fn strip_from(data: &[u8], start: usize, mode: Mode) -> Vec<u8> {
     out
 }
 
+// --- Code units (the storage of a Python `str`) --------------------------------------------
+
+/// A code unit of a string stored one code point per unit, as CPython stores `str`: `u8`
+/// (Latin-1), `u16` (UCS-2, code points below U+10000; a surrogate is a code point like any
+/// other) or `u32` (UCS-4). A unit is a code point, so there is no decoding and nothing held
+/// between chunks: units `0x80..=0x9F` are C1 controls, units `0xA0` and above are text (the
+/// same [`Unit::Other`] as a UTF-8 character at or above U+00A0).
+pub trait CodeUnit: Copy + Eq + Send + Sync + 'static {
+    fn value(self) -> u32;
+    fn from_ascii(b: u8) -> Self;
+
+    /// Copy `input[i..end]` to `out` up to the first ESC or C1 unit; return its index, or
+    /// `end`.
+    #[inline]
+    fn copy_until_special(input: &[Self], i: usize, end: usize, out: &mut UnitOut<Self>) -> usize {
+        let k = find_special_scalar(&input[i..end]).unwrap_or(end - i);
+        out.extend(&input[i..i + k]);
+        i + k
+    }
+
+    /// Index of the first ESC or C1 unit of `input`.
+    fn find_special(input: &[Self]) -> Option<usize> {
+        find_special_scalar(input)
+    }
+}
+
+#[inline]
+fn is_special(v: u32) -> bool {
+    v == ESC as u32 || (0x80..=0x9F).contains(&v)
+}
+
+#[inline]
+fn find_special_scalar<T: CodeUnit>(input: &[T]) -> Option<usize> {
+    input.iter().position(|c| is_special(c.value()))
+}
+
+/// The SSE2 kernels (SSE2 is part of x86-64): a 16-byte mask with the bytes of each ESC or C1
+/// unit set.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    pub unsafe fn special_u8(v: __m128i) -> __m128i {
+        // As i8, 0x80..=0x9F are -128..=-97, the only bytes below -96 (0xA0).
+        _mm_or_si128(
+            _mm_cmpeq_epi8(v, _mm_set1_epi8(0x1B)),
+            _mm_cmplt_epi8(v, _mm_set1_epi8(0xA0u8 as i8)),
+        )
+    }
+
+    #[inline(always)]
+    pub unsafe fn special_u16(v: __m128i) -> __m128i {
+        // v - 0x80 (wrapping) is at most 0x1F exactly for 0x80..=0x9F.
+        let x = _mm_sub_epi16(v, _mm_set1_epi16(0x80));
+        let c1 = _mm_cmpeq_epi16(_mm_subs_epu16(x, _mm_set1_epi16(0x1F)), _mm_setzero_si128());
+        _mm_or_si128(_mm_cmpeq_epi16(v, _mm_set1_epi16(0x1B)), c1)
+    }
+
+    #[inline(always)]
+    pub unsafe fn special_u32(v: __m128i) -> __m128i {
+        // Code points are at most 0x10FFFF, so signed compares are exact.
+        let c1 = _mm_and_si128(
+            _mm_cmpgt_epi32(v, _mm_set1_epi32(0x7F)),
+            _mm_cmplt_epi32(v, _mm_set1_epi32(0xA0)),
+        );
+        _mm_or_si128(_mm_cmpeq_epi32(v, _mm_set1_epi32(0x1B)), c1)
+    }
+}
+
+/// The AVX2 versions of the kernels, for the one scan over a whole input that decides whether
+/// anything is to be stripped (selected at run time: the crate is built for baseline x86-64).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    pub unsafe fn special_u8(v: __m256i) -> __m256i {
+        _mm256_or_si256(
+            _mm256_cmpeq_epi8(v, _mm256_set1_epi8(0x1B)),
+            _mm256_cmpgt_epi8(_mm256_set1_epi8(0xA0u8 as i8), v),
+        )
+    }
+
+    #[inline(always)]
+    pub unsafe fn special_u16(v: __m256i) -> __m256i {
+        let x = _mm256_sub_epi16(v, _mm256_set1_epi16(0x80));
+        let c1 = _mm256_cmpeq_epi16(
+            _mm256_subs_epu16(x, _mm256_set1_epi16(0x1F)),
+            _mm256_setzero_si256(),
+        );
+        _mm256_or_si256(_mm256_cmpeq_epi16(v, _mm256_set1_epi16(0x1B)), c1)
+    }
+
+    #[inline(always)]
+    pub unsafe fn special_u32(v: __m256i) -> __m256i {
+        let c1 = _mm256_and_si256(
+            _mm256_cmpgt_epi32(v, _mm256_set1_epi32(0x7F)),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(0xA0), v),
+        );
+        _mm256_or_si256(_mm256_cmpeq_epi32(v, _mm256_set1_epi32(0x1B)), c1)
+    }
+}
+
+/// Implements the SIMD methods of [`CodeUnit`] for one unit type with its mask kernel.
+macro_rules! code_unit {
+    ($t:ty, $kernel:ident) => {
+        impl CodeUnit for $t {
+            #[inline(always)]
+            fn value(self) -> u32 {
+                self as u32
+            }
+            #[inline(always)]
+            fn from_ascii(b: u8) -> Self {
+                b as $t
+            }
+
+            /// Colored output has an escape every 10 to 20 units: look at 16 bytes at a time,
+            /// store all of them at the end of the output whether or not they are kept, and
+            /// count as written only the units before the first ESC or C1. The store is in
+            /// bounds because the output is never ahead of the input (see [`UnitOut`]).
+            #[cfg(target_arch = "x86_64")]
+            #[inline]
+            fn copy_until_special(
+                input: &[Self],
+                mut i: usize,
+                end: usize,
+                out: &mut UnitOut<Self>,
+            ) -> usize {
+                use std::arch::x86_64::*;
+                const SIZE: usize = std::mem::size_of::<$t>();
+                const LANES: usize = 16 / SIZE;
+                // SAFETY: loads read input[i..i + LANES] with i + LANES <= end; the store
+                // writes LANES units at out.len, which has room for them (UnitOut invariant:
+                // out.len - out.base <= i - start, and room for end - start units).
+                unsafe {
+                    while i + LANES <= end {
+                        let v = _mm_loadu_si128(input.as_ptr().add(i).cast());
+                        let mask = _mm_movemask_epi8(simd::$kernel(v)) as u32;
+                        _mm_storeu_si128(out.ptr.add(out.len).cast(), v);
+                        if mask == 0 {
+                            out.len += LANES;
+                            i += LANES;
+                        } else {
+                            let k = mask.trailing_zeros() as usize / SIZE;
+                            out.len += k;
+                            return i + k;
+                        }
+                    }
+                }
+                let k = find_special_scalar(&input[i..end]).unwrap_or(end - i);
+                out.extend(&input[i..i + k]);
+                i + k
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            fn find_special(input: &[Self]) -> Option<usize> {
+                use std::arch::x86_64::*;
+                const SIZE: usize = std::mem::size_of::<$t>();
+                const LANES: usize = 16 / SIZE;
+                let mut i = 0;
+                if input.len() >= 256 && std::arch::is_x86_feature_detected!("avx2") {
+                    /// 128 bytes per step, in 32-byte vectors.
+                    #[target_feature(enable = "avx2")]
+                    unsafe fn clean_prefix(input: &[$t]) -> usize {
+                        const W: usize = 32 / SIZE;
+                        let mut i = 0;
+                        while i + 4 * W <= input.len() {
+                            let p = input.as_ptr().add(i);
+                            let a = avx2::$kernel(_mm256_loadu_si256(p.cast()));
+                            let b = avx2::$kernel(_mm256_loadu_si256(p.add(W).cast()));
+                            let c = avx2::$kernel(_mm256_loadu_si256(p.add(2 * W).cast()));
+                            let d = avx2::$kernel(_mm256_loadu_si256(p.add(3 * W).cast()));
+                            let any = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
+                            if _mm256_testz_si256(any, any) == 0 {
+                                break;
+                            }
+                            i += 4 * W;
+                        }
+                        i
+                    }
+                    // SAFETY: AVX2 is present; the loads stay within `input`.
+                    i = unsafe { clean_prefix(input) };
+                }
+                // SAFETY: the loads read input[i..i + 4 * LANES] with i + 4 * LANES <= len.
+                unsafe {
+                    while i + 4 * LANES <= input.len() {
+                        let p = input.as_ptr().add(i);
+                        let a = simd::$kernel(_mm_loadu_si128(p.cast()));
+                        let b = simd::$kernel(_mm_loadu_si128(p.add(LANES).cast()));
+                        let c = simd::$kernel(_mm_loadu_si128(p.add(2 * LANES).cast()));
+                        let d = simd::$kernel(_mm_loadu_si128(p.add(3 * LANES).cast()));
+                        let any = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
+                        if _mm_movemask_epi8(any) != 0 {
+                            break;
+                        }
+                        i += 4 * LANES;
+                    }
+                }
+                find_special_scalar(&input[i..]).map(|k| i + k)
+            }
+        }
+    };
+}
+
+code_unit!(u8, special_u8);
+code_unit!(u16, special_u16);
+code_unit!(u32, special_u32);
+
+/// Where [`Stripper::run_units`] writes: `len` units written at `ptr`, with room for as many
+/// units as the input it is given has. The stripper writes at most one unit per unit read, and
+/// never ahead of its read position, which the 16-byte stores of the fast path rely on.
+pub struct UnitOut<T> {
+    ptr: *mut T,
+    len: usize,
+    /// The largest unit at or above `0x80` that was dropped (0 if none): when it reaches the
+    /// range that sets a `str`'s kind, the output may need a smaller kind.
+    dropped_max: u32,
+}
+
+// SAFETY: a UnitOut is the exclusive writer of its buffer.
+unsafe impl<T: Send> Send for UnitOut<T> {}
+
+impl<T: CodeUnit> UnitOut<T> {
+    /// # Safety
+    /// `ptr` must be valid for writes of as many units as the input later given to
+    /// [`Stripper::run_units`] with this output.
+    pub unsafe fn new(ptr: *mut T) -> Self {
+        UnitOut {
+            ptr,
+            len: 0,
+            dropped_max: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn dropped_max(&self) -> u32 {
+        self.dropped_max
+    }
+
+    #[inline]
+    fn push(&mut self, c: T) {
+        // SAFETY: room for one unit per unit read (type invariant).
+        unsafe { self.ptr.add(self.len).write(c) };
+        self.len += 1;
+    }
+
+    #[inline]
+    fn extend(&mut self, s: &[T]) {
+        // SAFETY: as in push; input and output buffers never overlap.
+        unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), self.ptr.add(self.len), s.len()) };
+        self.len += s.len();
+    }
+
+    #[inline]
+    fn drop_unit(&mut self, v: u32) {
+        self.dropped_max = self.dropped_max.max(v);
+    }
+}
+
+/// [`Stripper::step_ascii`] only ever writes the ASCII unit it was given.
+impl<T: CodeUnit> Sink for UnitOut<T> {
+    fn text(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.push(T::from_ascii(b));
+        }
+    }
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.push(T::from_ascii(b));
+    }
+}
+
+/// If `input[i..]` starts with a whole `ESC [` CSI, the index just past it (as [`whole_csi`]).
+#[inline]
+fn whole_csi_units<T: CodeUnit>(input: &[T], i: usize) -> Option<usize> {
+    if input[i].value() != ESC as u32 || input.get(i + 1).map(|c| c.value()) != Some(b'[' as u32) {
+        return None;
+    }
+    let mut j = i + 2;
+    while let Some(c) = input.get(j) {
+        match c.value() {
+            0x20..=0x3F => j += 1,
+            0x40..=0x7E => return Some(j + 1),
+            _ => return None,
+        }
+    }
+    None
+}
+
+impl Stripper {
+    /// Whether the stripper is in the ground state with no partial character held, so that
+    /// the next unit or byte it is fed starts afresh.
+    pub fn between_sequences(&self) -> bool {
+        self.state == State::Ground && self.pending_len == 0
+    }
+
+    /// Whether `input` fed now with [`feed_units`](Self::feed_units) would come out
+    /// unchanged: the stripper is between sequences and `input` has no ESC and no C1 unit.
+    pub fn passes_through_units<T: CodeUnit>(&self, input: &[T]) -> bool {
+        self.between_sequences() && T::find_special(input).is_none()
+    }
+
+    /// Strip code units, appending what is kept to `out`. A stripper fed units must be fed
+    /// nothing else until [`finish`](Self::finish) (which adds nothing for units); the output
+    /// for any chunking equals the one-shot [`strip_units`], and equals [`strip_str`] of the
+    /// same characters.
+    pub fn feed_units<T: CodeUnit>(&mut self, input: &[T], out: &mut Vec<T>) {
+        out.reserve(input.len());
+        let len = out.len();
+        // SAFETY: `out` has room for input.len() more units; set_len covers what was written.
+        unsafe {
+            let mut w = UnitOut::new(out.as_mut_ptr().add(len));
+            self.run_units(input, &mut w);
+            out.set_len(len + w.len);
+        }
+    }
+
+    /// Strip `input` into `out` (see [`UnitOut`] for the room it needs).
+    pub fn run_units<T: CodeUnit>(&mut self, input: &[T], out: &mut UnitOut<T>) {
+        debug_assert_eq!(self.pending_len, 0, "units fed to a stripper holding UTF-8");
+        let n = input.len();
+        let mut i = 0;
+        while i < n {
+            if self.state == State::Ground {
+                i = T::copy_until_special(input, i, n, out);
+                if i >= n {
+                    break;
+                }
+                if let Some(end) = whole_csi_units(input, i) {
+                    i = end;
+                    continue;
+                }
+            } else if let Some(inert) = self.inert_bytes() {
+                let (lo, hi) = (u32::from(*inert.start()), u32::from(*inert.end()));
+                while i < n && (lo..=hi).contains(&input[i].value()) {
+                    i += 1;
+                }
+                if i >= n {
+                    break;
+                }
+            }
+            let c = input[i].value();
+            if c < 0x80 {
+                self.step_ascii(c as u8, out);
+            } else if c < 0xA0 {
+                out.drop_unit(c);
+                self.step(Unit::C1(c as u8), &[], out);
+            } else {
+                match self.state {
+                    State::OscString | State::Dcs | State::SosPmApcString => out.drop_unit(c),
+                    _ => {
+                        self.state = State::Ground;
+                        out.push(input[i]);
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Strip a string given as code units in one go (see [`CodeUnit`]); input without ESC or C1
+/// units is returned borrowed. The result equals [`strip_str`] of the same characters.
+pub fn strip_units<T: CodeUnit>(input: &[T]) -> Cow<'_, [T]> {
+    let Some(start) = T::find_special(input) else {
+        return Cow::Borrowed(input);
+    };
+    let mut out = Vec::with_capacity(input.len());
+    out.extend_from_slice(&input[..start]);
+    let mut stripper = Stripper::new(Mode::Text);
+    stripper.feed_units(&input[start..], &mut out);
+    Cow::Owned(out)
+}
+
 /// Lossy UTF-8 decoding of a byte stream cut into chunks: the concatenated output equals
 /// Python's `whole.decode("utf-8", "replace")` (and Rust's `String::from_utf8_lossy`), one
 /// U+FFFD per maximal invalid subpart (Unicode 15, section 3.9), for any chunking.
@@ -1320,6 +1704,42 @@ mod tests {
         }
     }
 
+    /// Feed `input` as code units cut at `cuts` (as [`chunked`]).
+    fn units_stream<T: CodeUnit + std::fmt::Debug>(input: &[T], cuts: &[usize]) -> Vec<T> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        at.push(0);
+        at.push(input.len());
+        at.sort_unstable();
+        let mut s = Stripper::new(Mode::Text);
+        let mut out = Vec::new();
+        for w in at.windows(2) {
+            s.feed_units(&input[w[0]..w[1]], &mut out);
+        }
+        s.finish(&mut Vec::new());
+        out
+    }
+
+    #[test]
+    fn code_units_every_split_point() {
+        for case in SPLIT_CASES
+            .iter()
+            .copied()
+            .chain(["中\x1b[1m文😀\u{9b}2K한\x1b]0;😀 t\x07\u{ff}\x1b[3中x"])
+        {
+            let expected: Vec<u32> = strip(case).chars().map(u32::from).collect();
+            let u32s: Vec<u32> = case.chars().map(u32::from).collect();
+            assert_eq!(&strip_units(&u32s)[..], &expected[..], "{case:?}");
+            for cut in 0..=u32s.len() {
+                assert_eq!(
+                    units_stream(&u32s, &[cut]),
+                    expected,
+                    "{case:?} cut at {cut}"
+                );
+            }
+            assert!(!matches!(strip_units(&u32s), Cow::Borrowed(_)) || expected == u32s);
+        }
+    }
+
     /// Byte strings built mostly from pieces that stress the parser.
     fn soup() -> impl Strategy<Value = Vec<u8>> {
         let piece = prop_oneof![
@@ -1418,6 +1838,29 @@ mod tests {
             let chunks = chunked(&input, &cuts);
             let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
             prop_assert_eq!(decode_chunks(&refs), String::from_utf8_lossy(&input));
+        }
+
+        #[test]
+        fn code_units_match_utf8(input in soup(), extra in "[a\u{e9}\u{a0}\u{9b}\u{9c}\u{85}\u{1b}\u{4e2d}\u{d55c}\u{1f600}\u{10ffff}\\[m;0-9]{0,24}", cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+            let text = String::from_utf8_lossy(&input).into_owned() + &extra;
+            let expected: Vec<u32> = strip(&text).chars().map(u32::from).collect();
+            let u32s: Vec<u32> = text.chars().map(u32::from).collect();
+            prop_assert_eq!(&strip_units(&u32s)[..], &expected[..]);
+            prop_assert_eq!(&units_stream(&u32s, &cuts), &expected);
+            if u32s.iter().all(|&c| c <= 0xFFFF) {
+                let u16s: Vec<u16> = u32s.iter().map(|&c| c as u16).collect();
+                let got: Vec<u32> = strip_units(&u16s).iter().map(|&c| u32::from(c)).collect();
+                prop_assert_eq!(&got, &expected);
+                let got: Vec<u32> = units_stream(&u16s, &cuts).into_iter().map(u32::from).collect();
+                prop_assert_eq!(&got, &expected);
+            }
+            if u32s.iter().all(|&c| c <= 0xFF) {
+                let u8s: Vec<u8> = u32s.iter().map(|&c| c as u8).collect();
+                let got: Vec<u32> = strip_units(&u8s).iter().map(|&c| u32::from(c)).collect();
+                prop_assert_eq!(&got, &expected);
+                let got: Vec<u32> = units_stream(&u8s, &cuts).into_iter().map(u32::from).collect();
+                prop_assert_eq!(&got, &expected);
+            }
         }
 
         #[test]
