@@ -165,3 +165,43 @@ def test_snapshot_keeps_first_order_transitions():
     snap = p.snapshot()
     assert snap["transitions"] == {"": {"grep": 1}, "grep": {"read_file": 1}, "read_file": {"grep": 1}}
     assert snap["order"] == 3
+
+
+# --- mixture of experts: finished sessions, the session's cache, repeats ---------------------
+
+
+def test_finished_sessions_identify_the_agent():
+    # Two agents share the middle of their runs; only the first call tells them apart, beyond
+    # the order-3 context. The finished sessions that explain this session's calls best (the
+    # first agent's) outweigh the second agent's more numerous runs.
+    p = Predictor()
+    for i in range(4):
+        runs = (("a", ["x", "m", "k", "p"]), ("b", ["y", "m", "k", "q"]), ("c", ["y", "m", "k", "q"]))
+        for agent, run in runs:
+            _feed(p, f"{agent}{i}", run)
+            p.end_session(f"{agent}{i}")
+    assert p._scores(("m", "k"), None)["q"] > p._scores(("m", "k"), None)["p"]  # the n-gram alone
+    _feed(p, "new", ["x", "m", "k"])
+    assert p.predict("new", k=1)[0][0] == "p"
+    assert sum(pr for _, pr in p.predict("new", k=50)) == pytest.approx(1.0)
+
+
+def test_a_new_tool_repeated_is_predicted_again():
+    # A tool never seen before, called once: repeats are common (curl, decompile, ...), and the
+    # repeat expert proposes it although no n-gram row knows what follows it.
+    p = Predictor()
+    for i in range(5):
+        _feed(p, f"s{i}", ["t", "t", "t", "u"])
+        p.end_session(f"s{i}")
+    _feed(p, "x", ["brand_new"])
+    assert "brand_new" in [t for t, _ in p.predict("x", k=3)]
+
+
+def test_end_session_keeps_a_bounded_archive():
+    p = Predictor(max_sessions=3)
+    for i in range(10):
+        _feed(p, f"s{i}", ["a", "b"])
+        p.end_session(f"s{i}")
+    assert len(p._archive) == 3
+    p.end_session("never_started")  # no-op
+    assert len(p._archive) == 3

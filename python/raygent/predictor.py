@@ -6,13 +6,25 @@ at a time, in O(order) work per event.
 
 Methods followed
 ----------------
-- **Next tool**: a variable-order n-gram over tool names (contexts of up to ``order - 1``
-  previous tools of the session, the session start being a symbol of its own) scored with
-  *stupid back-off* (Brants et al., "Large Language Models in Machine Translation", EMNLP 2007):
-  the relative frequency in the longest context that saw the tool, times ``backoff`` (0.4) per
-  level backed off, down to two order-0 levels, the session's own tool counts (a cache model,
-  as in PPM's exclusion-free lowest orders) and then the global counts. Scores are normalized to
-  sum to one over the candidates.
+- **Next tool**: a linear mixture of four experts, each a distribution over the tools seen so
+  far (1 % of each spread uniformly), whose weights are learned online by Bayes' rule on each
+  call's probability with *fixed share* (Herbster & Warmuth, "Tracking the best expert",
+  Machine Learning 32, 1998; share 0.02), so each call is predicted before it is learned:
+
+  * ``ngram``: a variable-order n-gram over tool names (contexts of up to ``order - 1``
+    previous tools of the session, the session start being a symbol of its own) scored with
+    *stupid back-off* (Brants et al., EMNLP 2007): the relative frequency in the longest
+    context that saw the tool, times ``backoff`` (0.4) per level, down to the session's own
+    tool counts and then the global counts, normalized.
+  * ``sessions``: the finished sessions (the last ``max_sessions``) as a Bayesian mixture of
+    their own n-grams (Witten-Bell interpolated, over ``ngram``): the weight of each is a
+    geometric recency prior (``session_prior_decay`` per younger session) times the
+    likelihood of the current session's calls so far. It finds the runs of the same agent
+    and task family (its tool names and habits) without being told which agent runs.
+  * ``cache``: the current session's own bigram and unigram counts, Witten-Bell interpolated
+    over ``ngram`` (a cache language model: Kuhn & De Mori, IEEE PAMI 12(6), 1990).
+  * ``repeat``: the previous tool again (agents often repeat a tool, including one never seen
+    before in any session).
 - **Arguments**: per tool, counts of argument *templates*: the call's arguments as canonical
   JSON in which every file path that also occurs in the previous call's result is replaced by
   a slot naming its position among the paths of that result (after ``grep`` or ``find_file``,
@@ -250,24 +262,65 @@ def _fill(template: str, paths: Sequence[str]) -> dict[str, Any] | None:
 
 
 class _Session:
-    __slots__ = ("recent", "counts", "last_args", "paths")
+    __slots__ = ("recent", "counts", "last_args", "paths", "history", "rows", "loglik")
 
     def __init__(self, order: int) -> None:
         self.recent: deque[str | None] = deque([_START], maxlen=max(1, order - 1))
         self.counts: Counter[str] = Counter()
         self.last_args: dict[str, str] = {}
         self.paths: list[str] = []
+        self.history: list[str] = []
+        # The session's own n-gram rows: context (previous tools, oldest first) -> counts.
+        self.rows: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
+        # Log-likelihood of this session's calls under each archived session's model (by id).
+        self.loglik: dict[int, float] = {}
+
+
+class _Archived(msgspec.Struct):
+    """A finished session as a model for later ones: its tool counts and n-gram rows."""
+
+    id: int
+    counts: Counter[str]
+    rows: dict[tuple[str | None, ...], Counter[str]]
+
+
+def _interpolate(
+    levels: Iterable[Counter[str] | None], vocab: Sequence[str], base: dict[str, float]
+) -> dict[str, float]:
+    """Witten-Bell interpolation of ``levels`` (lowest order first) over ``base``.
+
+    Each level with ``c`` observations of ``t`` distinct tools keeps weight ``c / (c + t)`` on
+    its relative frequencies and gives the rest to the levels below.
+    """
+    p = base
+    for row in levels:
+        if not row:
+            continue
+        c = sum(row.values())
+        lam = c / (c + len(row))
+        p = {w: lam * row.get(w, 0) / c + (1 - lam) * p.get(w, 0.0) for w in vocab}
+    return p
+
+
+def _contexts(history: Sequence[str], n_max: int) -> list[tuple[str | None, ...]]:
+    """The contexts of lengths 1..``n_max`` ending at the end of ``history`` (start = ``None``)."""
+    tail: list[str | None] = [_START, *history[-n_max:]][-n_max:] if n_max > 0 else []
+    return [tuple(tail[len(tail) - n :]) for n in range(1, len(tail) + 1)]
 
 
 class Predictor:
-    """Online n-gram model of tool sequences, arguments and durations (see module docs).
+    """Online model of tool sequences, arguments and durations (see module docs).
 
     Parameters
     ----------
     order : int, default 3
-        n of the n-gram: the next tool is predicted from up to ``order - 1`` previous tools.
+        n of the n-grams: the next tool is predicted from up to ``order - 1`` previous tools.
     backoff : float, default 0.4
-        Stupid back-off factor per level.
+        Stupid back-off factor per level of the global n-gram expert.
+    max_sessions : int, default 64
+        Finished sessions kept as models for new ones (the oldest are dropped).
+    session_prior_decay : float, default 0.9
+        Prior weight of a finished session relative to the one finished after it.
 
     Examples
     --------
@@ -278,15 +331,32 @@ class Predictor:
     [('read_file', 1.0)]
     """
 
-    def __init__(self, *, order: int = 3, backoff: float = 0.4) -> None:
+    EXPERTS = ("ngram", "sessions", "cache", "repeat")
+    SHARE = 0.02  # fixed-share mixing rate of the expert weights
+    FLOOR = 0.01  # share of each expert's distribution spread uniformly over the known tools
+
+    def __init__(
+        self,
+        *,
+        order: int = 3,
+        backoff: float = 0.4,
+        max_sessions: int = 64,
+        session_prior_decay: float = 0.9,
+    ) -> None:
         if order < 1:
             raise ValueError(f"order must be at least 1, got {order}")
         self.order = order
         self.backoff = backoff
+        self.session_prior_decay = session_prior_decay
         # Context (tuple of the previous tools, oldest first; None = session start) -> counts.
         self._ngrams: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
         self._unigram: Counter[str] = Counter()
         self._sessions: dict[str, _Session] = {}
+        self._archive: deque[_Archived] = deque(maxlen=max(0, max_sessions))
+        self._archived = 0
+        self._weights = {e: 1.0 / len(self.EXPERTS) for e in self.EXPERTS}
+        self._events = 0
+        self._memo: tuple[str, int, Any] | None = None
         self._templates: dict[str, Counter[str]] = defaultdict(Counter)
         self._repeat = [0, 0]  # [hits, trials] of "same arguments as the last call of the tool"
         self.stats: dict[str, ToolStats] = {}
@@ -302,12 +372,17 @@ class Predictor:
     def observe(self, event: ToolEvent) -> None:
         """Learn one finished call (after any prediction made for it)."""
         s = self._session(event.session_id)
+        self._learn_mixture(event.session_id, s, event.tool)
         recent = tuple(s.recent)
         for n in range(1, len(recent) + 1):
             self._ngrams[recent[len(recent) - n :]][event.tool] += 1
+        for ctx in _contexts(s.history, self.order - 1):
+            s.rows[ctx][event.tool] += 1
+        s.history.append(event.tool)
         self._unigram[event.tool] += 1
         s.counts[event.tool] += 1
         s.recent.append(event.tool)
+        self._events += 1
         if event.arguments or event.result_excerpt:
             canon = _canonical(event.arguments)
             last = s.last_args.get(event.tool)
@@ -323,12 +398,17 @@ class Predictor:
         st.add(event.duration_ms, event.ok)
 
     def end_session(self, session_id: str) -> None:
-        """Forget the session's recent tools, so its next call counts from the start state."""
-        self._sessions.pop(session_id, None)
+        """Close the session: its next call counts from the start state, and its tool sequence
+        joins the finished sessions that later sessions are compared with."""
+        s = self._sessions.pop(session_id, None)
+        if s is not None and s.history and self._archive.maxlen:
+            self._archived += 1
+            self._archive.append(_Archived(id=self._archived, counts=s.counts, rows=dict(s.rows)))
 
     # --- next tool ----------------------------------------------------------------------------
 
     def _scores(self, recent: Sequence[str | None], session_counts: Counter[str] | None) -> dict[str, float]:
+        """Stupid back-off scores over the global n-gram, normalized to sum to one."""
         scores: dict[str, float] = {}
         weight = 1.0
         levels: list[Counter[str]] = []
@@ -349,18 +429,104 @@ class Predictor:
         z = sum(scores.values())
         return {t: v / z for t, v in scores.items()} if z else {}
 
+    def _experts(
+        self, session_id: str
+    ) -> tuple[list[str], dict[str, dict[str, float]], list[tuple[_Archived, dict[str, float]]]]:
+        """Each expert's distribution over the known tools for the session's next call, and
+        each finished session's own prediction (memoized until the next event)."""
+        memo = self._memo
+        if memo is not None and memo[0] == session_id and memo[1] == self._events:
+            return memo[2]  # type: ignore[no-any-return]
+        s = self._sessions.get(session_id)
+        history: list[str] = s.history if s else []
+        vocab = sorted(set(self._unigram) | set(history))
+        out: tuple[list[str], dict[str, dict[str, float]], list[tuple[_Archived, dict[str, float]]]]
+        if not vocab:
+            out = (vocab, {}, [])
+        else:
+            uniform = 1.0 / len(vocab)
+            recent: Sequence[str | None] = tuple(s.recent) if s else (_START,)
+            sbo = self._scores(recent, s.counts if s else None)
+            ngram = {w: sbo.get(w, 0.0) for w in vocab}
+            ctxs = _contexts(history, self.order - 1)
+            # Cache model: the session's own bigram and unigram over the global n-gram.
+            cache = ngram
+            if s is not None:
+                cache = _interpolate((s.counts, s.rows.get(ctxs[0])), vocab, ngram)
+            # Finished sessions as a Bayesian mixture: each one's n-gram (interpolated over the
+            # global n-gram), weighted by recency prior x likelihood of this session's calls.
+            own = [
+                (a, _interpolate((a.counts, *(a.rows.get(c) for c in ctxs)), vocab, ngram))
+                for a in self._archive
+            ]
+            if own:
+                loglik = s.loglik if s else {}
+                if s is not None and len(loglik) < len(own):
+                    self._score_history(s, vocab, ngram)
+                n = len(own)
+                logw = [
+                    loglik.get(a.id, 0.0) + (n - 1 - i) * math.log(self.session_prior_decay)
+                    for i, (a, _) in enumerate(own)
+                ]
+                top = max(logw)
+                ws = [math.exp(x - top) for x in logw]
+                z = sum(ws)
+                sessions = {w: sum(wi * d[w] for wi, (_, d) in zip(ws, own)) / z for w in vocab}
+            else:
+                sessions = ngram
+            repeat = {w: float(w == history[-1]) for w in vocab} if history else ngram
+            experts = {"ngram": ngram, "sessions": sessions, "cache": cache, "repeat": repeat}
+            f = self.FLOOR
+            experts = {k: {w: (1 - f) * d[w] + f * uniform for w in vocab} for k, d in experts.items()}
+            out = (vocab, experts, own)
+        self._memo = (session_id, self._events, out)
+        return out
+
+    def _score_history(self, s: _Session, vocab: Sequence[str], base: dict[str, float]) -> None:
+        """Log-likelihood of the session's calls so far under finished sessions it has not
+        been compared with yet (those that finished after it started)."""
+        for a in self._archive:
+            if a.id in s.loglik:
+                continue
+            ll = 0.0
+            for i, tool in enumerate(s.history):
+                ctxs = _contexts(s.history[:i], self.order - 1)
+                d = _interpolate((a.counts, *(a.rows.get(c) for c in ctxs)), vocab, base)
+                ll += math.log((1 - self.FLOOR) * d.get(tool, 0.0) + self.FLOOR / len(vocab))
+            s.loglik[a.id] = ll
+
+    def _learn_mixture(self, session_id: str, s: _Session, tool: str) -> None:
+        """Online updates before ``tool`` is learned: expert weights (Bayes with fixed share,
+        Herbster & Warmuth 1998) and the session's likelihood under each finished session."""
+        vocab, experts, own = self._experts(session_id)
+        if not experts:
+            return
+        unseen = self.FLOOR / (len(vocab) + 1)  # a tool no expert knows yet
+        for k in self._weights:
+            self._weights[k] *= experts[k].get(tool, unseen)
+        z = sum(self._weights.values())
+        share = self.SHARE / len(self._weights)
+        self._weights = {k: (1 - self.SHARE) * v / z + share for k, v in self._weights.items()}
+        for a, d in own:
+            p = (1 - self.FLOOR) * d.get(tool, 0.0) + self.FLOOR / (len(vocab) + 1)
+            s.loglik[a.id] = s.loglik.get(a.id, 0.0) + math.log(p)
+
     def predict(self, session_id: str, *, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most likely next tools of ``session_id`` with their probabilities.
+
+        The experts' distributions mixed with their current weights (see module docs).
 
         Returns
         -------
         list of (tool, probability)
             Highest first (ties by name); empty before any event was observed.
         """
-        s = self._sessions.get(session_id)
-        recent: Sequence[str | None] = tuple(s.recent) if s else (_START,)
-        scores = self._scores(recent, s.counts if s else None)
-        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        vocab, experts, _ = self._experts(session_id)
+        if not experts:
+            return []
+        z = sum(self._weights.values())
+        mixed = {w: sum(self._weights[e] * experts[e][w] for e in self._weights) / z for w in vocab}
+        return sorted(mixed.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
     def next_tools(self, after: str | None, *, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most likely tools to follow ``after`` (``None``: a session's first call).
