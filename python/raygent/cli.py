@@ -214,7 +214,9 @@ def predictor_eval(
     for f in files:
         try:
             runs.append((str(f), load_trajectory(f).steps))
-        except (TrajectoryError, OSError) as e:
+        except (TrajectoryError, OSError, ValueError, RecursionError) as e:
+            # ValueError/RecursionError: JSON that is not a trajectory (e.g. test suites of
+            # malformed or deeply nested documents) fails in the parser itself.
             skipped += 1
             err.print(f"note: skipped {f}: {getattr(e, 'reason', e)}", markup=False)
     r = evaluate(runs, predictor=Predictor(order=order), threshold=threshold)
@@ -222,7 +224,7 @@ def predictor_eval(
     print(f"predictor-eval: {r.runs} runs, {r.steps} tool calls, {skipped} files skipped")
     print(f"{'model':<32}{'top-1':>8}{'top-3':>8}")
     for label, t1, t3 in (
-        (f"n-gram (order {order}, back-off)", r.top1, r.top3),
+        (f"n-gram mixture (order {order})", r.top1, r.top3),
         ("most frequent tool", r.freq_top1, r.freq_top3),
         ("first-order Markov", r.markov_top1, r.markov_top3),
     ):
