@@ -12,6 +12,10 @@ kind                   key                                         base URL (def
 ``gemini``             ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``  ``GEMINI_BASE_URL``
                                                                    (``https://generativelanguage.googleapis.com/v1beta``)
 =====================  ==========================================  =============================================
+
+``trajectory`` (offline, ``raygent replay``) plays the assistant turns of a recorded trajectory:
+``model`` is the trajectory file's path, read by the actor that builds the provider
+(:class:`~raygent.providers._trajectory.TrajectoryModel`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from raygent.providers._scripted import ScriptedModel
 
 __all__ = ["ProviderSpec", "make_provider", "resolve_provider", "KINDS"]
 
-KINDS = ("scripted", "openai", "openai-responses", "anthropic", "gemini")
+KINDS = ("scripted", "openai", "openai-responses", "anthropic", "gemini", "trajectory")
 
 # kind -> (API key variables in order of preference, base URL variable)
 _ENV: dict[str, tuple[tuple[str, ...], str]] = {
@@ -118,6 +122,10 @@ def resolve_provider(
     kind = prefixed or provider
     if model == "scripted" or kind == "scripted":
         return ProviderSpec(kind="scripted")
+    if kind == "trajectory":
+        if not model:
+            raise ValueError("a trajectory provider needs the trajectory file: model='trajectory:PATH'")
+        return ProviderSpec(kind="trajectory", model=model)
     if kind is None:
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -154,6 +162,10 @@ def make_provider(spec: ProviderSpec) -> Provider:
 def _make(spec: ProviderSpec) -> Provider:
     if spec.kind == "scripted":
         return ScriptedModel()
+    if spec.kind == "trajectory":
+        from raygent.providers._trajectory import TrajectoryModel
+
+        return TrajectoryModel.from_path(spec.model)
     url, key, headers = spec.base_url, spec.api_key, spec.headers or None
     if spec.kind == "openai":
         from raygent.providers._openai import OpenAIChatProvider
