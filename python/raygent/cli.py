@@ -248,6 +248,81 @@ def predictor_eval(
     )
 
 
+@app.command()
+def replay(
+    path: Annotated[Path, typer.Argument(help="A recorded trajectory (any format raygent.replay reads).")],
+    execute: Annotated[
+        bool, typer.Option("--execute", help="Run the tool calls for real in a scratch copy of --workspace.")
+    ] = False,
+    workspace: Annotated[
+        Optional[Path], typer.Option(help="With --execute: directory copied to the scratch dir (default: empty).")
+    ] = None,
+    tool_timeout: Annotated[float, typer.Option(help="With --execute: timeout per tool call (s).")] = 30.0,
+    keep_scratch: Annotated[bool, typer.Option("--keep-scratch", help="With --execute: keep the scratch dir.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    address: Annotated[
+        Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS or a new local one).")
+    ] = None,
+) -> None:
+    """Replay a recorded trajectory through the runtime on Ray and print per-turn runtime overhead.
+
+    The model's turns come from the recording; tool calls are answered from it (no side
+    effects) or, with --execute, run for real in a scratch copy of a workspace.
+    """
+    import raygent
+    from raygent.errors import TrajectoryError
+    from raygent.replay_run import replay_trajectory
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not path.is_file():
+        err.print(f"[bold red]error:[/] no such file: {path}")
+        raise typer.Exit(2)
+    if workspace is not None and not workspace.is_dir():
+        err.print(f"[bold red]error:[/] workspace {workspace} is not a directory")
+        raise typer.Exit(2)
+    try:
+        raygent.init(address=address)
+        report = replay_trajectory(
+            path, execute=execute, workspace=workspace, tool_timeout_s=tool_timeout, keep_scratch=keep_scratch
+        )
+    except TrajectoryError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=False)
+        raise typer.Exit(2) from None
+    except RaygentError as e:
+        err.print(f"[bold red]error ({getattr(e, 'kind', type(e).__name__)}):[/] {e}", markup=False)
+        raise typer.Exit(1) from None
+    finally:
+        raygent.shutdown()
+    totals = report.totals()
+    if as_json:
+        print(json.dumps(report.to_builtins(), indent=2))
+        return
+    tools_col = "tools ms" if execute else ""
+    print(f"replay {report.path} · format {report.format} · tools {report.mode}"
+          + (f" · scratch {report.workspace}" if report.workspace and execute else ""))
+    print(f"{'prompt':>6} {'turn':>5} {'calls':>6} {'errors':>7} {'wall ms':>9} {tools_col:>9} {'overhead ms':>12}  note")
+    for t in report.turns:
+        tools_ms = f"{t.tools_ms:9.1f}" if execute else " " * 9
+        note = "" if t.recorded else "closing turn (not recorded)"
+        print(f"{t.prompt:>6} {t.turn:>5} {t.tool_calls:>6} {t.tool_errors:>7} {t.wall_ms:>9.2f} {tools_ms} "
+              f"{t.overhead_ms:>12.2f}  {note}")
+    print(
+        f"turns {totals['turns']} (recorded {report.recorded_turns}; +{totals['closing_turns']} closing) · "
+        f"tool calls {totals['tool_calls']} (recorded {report.recorded_tool_calls}; {totals['tool_errors']} errors)"
+    )
+    print(
+        f"overhead total {totals['overhead_ms']:.1f} ms · per turn p50 {totals['turn_overhead_p50_ms']:.2f} ms "
+        f"p99 {totals['turn_overhead_p99_ms']:.2f} ms · tool round trip p50 {totals['tool_round_trip_p50_ms']:.2f} ms "
+        f"p99 {totals['tool_round_trip_p99_ms']:.2f} ms · per tool call {totals['overhead_per_tool_call_ms']:.2f} ms"
+    )
+    print(
+        f"startup {report.startup_ms:.0f} ms · replay wall {report.wall_ms:.1f} ms"
+        + (f" · tools {totals['tools_ms']:.1f} ms" if execute else "")
+        + " · history "
+        + ("matches the recording" if report.history_matches else f"DIFFERS: {report.history_difference}")
+    )
+
+
 def main() -> None:
     # Ray's own log lines would interleave with the streamed answer; keep them for errors.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
