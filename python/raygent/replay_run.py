@@ -68,6 +68,7 @@ __all__ = [
     "ExecutingToolActor",
     "TurnTiming",
     "ReplayReport",
+    "ReplayRunner",
     "map_call",
     "replay_trajectory",
     "history_diff",
@@ -373,58 +374,94 @@ def replay_trajectory(
     raygent.errors.AgentError
         The run failed (as for :meth:`raygent.Agent.stream`).
     """
-    import ray
-
-    trajectory: Trajectory = load_trajectory(path)
-    plan = replay_plan(trajectory.messages)
-    system = next((m.content for m in trajectory.messages if isinstance(m, SystemMessage)), None)
-    results = [m for m in trajectory.messages if isinstance(m, ToolMessage)]
     started = time.perf_counter()
-    init()
-    scratch: str | None = None
-    if execute:
-        scratch = tempfile.mkdtemp(prefix="raygent-replay-")
-        root = os.path.join(scratch, "workspace")
-        if workspace is not None:
-            shutil.copytree(workspace, root, symlinks=True)
-        else:
-            os.mkdir(root)
-        tool_actor = _remote(ExecutingToolActor).remote(root, default_timeout_s=tool_timeout_s)
-    else:
-        root = os.fspath(workspace) if workspace is not None else os.getcwd()
-        tool_actor = _remote(RecordedToolActor).remote(encode(results))
-    agent: _ReplayAgent | None = None
+    runner = ReplayRunner(path, execute=execute, workspace=workspace, tool_timeout_s=tool_timeout_s)
     try:
-        schemas = _get(tool_actor.schemas.remote())
-        agent = _ReplayAgent(
-            provider=ProviderSpec(kind="trajectory", model=os.path.abspath(os.fspath(path))),
-            tool_actor=tool_actor, schemas=schemas, system_prompt=system or DEFAULT_SYSTEM_PROMPT,
-            max_turns=max((len(p.turns) for p in plan), default=0) + 2, workspace=root,
-        )
-        _get(agent._actor.status.remote())  # the actor is up (its provider loaded the file)
-        startup_ms = (time.perf_counter() - started) * 1000.0
-        run_started = time.perf_counter()
-        turns: list[TurnTiming] = []
-        for number, prompt in enumerate(plan, 1):
-            turns += _timed_run(agent, number, prompt)
-        wall_ms = (time.perf_counter() - run_started) * 1000.0
-        replayed = agent.history()
-    finally:
-        if agent is not None:
+        agent = runner.start_session()
+        try:
+            startup_ms = (time.perf_counter() - started) * 1000.0
+            run_started = time.perf_counter()
+            turns = runner.play(agent)
+            wall_ms = (time.perf_counter() - run_started) * 1000.0
+            replayed = agent.history()
+        finally:
             agent.close()
-        ray.kill(tool_actor)
-        if scratch is not None and not keep_scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        runner.close(keep_scratch=keep_scratch)
     if history is not None:
         history[:] = replayed
+    trajectory = runner.trajectory
     difference = history_diff(trajectory.messages, replayed, contents=not execute)
     return ReplayReport(
         path=os.fspath(path), format=trajectory.format, mode="execute" if execute else "recorded",
-        workspace=root if execute and keep_scratch else (None if execute else root),
-        recorded_turns=sum(len(p.turns) for p in plan),
-        recorded_tool_calls=len(results), startup_ms=startup_ms, wall_ms=wall_ms, turns=turns,
+        workspace=runner.root if execute and keep_scratch else (None if execute else runner.root),
+        recorded_turns=sum(len(p.turns) for p in runner.plan),
+        recorded_tool_calls=len(trajectory.steps), startup_ms=startup_ms, wall_ms=wall_ms, turns=turns,
         history_matches=difference is None, history_difference=difference,
     )
+
+
+class ReplayRunner:
+    """The actors of a replay: one tool actor for its life, a new agent session per play.
+
+    :func:`replay_trajectory` is one play with reporting; benchmarks play many sessions on one
+    runner (:meth:`start_session` untimed, :meth:`play` timed). Parameters as for
+    :func:`replay_trajectory`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        execute: bool = False,
+        workspace: str | os.PathLike[str] | None = None,
+        tool_timeout_s: float = 30.0,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.trajectory: Trajectory = load_trajectory(path)
+        self.plan = replay_plan(self.trajectory.messages)
+        messages = self.trajectory.messages
+        self.system_prompt = next((m.content for m in messages if isinstance(m, SystemMessage)), DEFAULT_SYSTEM_PROMPT)
+        init()
+        self.scratch: str | None = None
+        if execute:
+            self.scratch = tempfile.mkdtemp(prefix="raygent-replay-")
+            self.root = os.path.join(self.scratch, "workspace")
+            if workspace is not None:
+                shutil.copytree(workspace, self.root, symlinks=True)
+            else:
+                os.mkdir(self.root)
+            self.tool_actor = _remote(ExecutingToolActor).remote(self.root, default_timeout_s=tool_timeout_s)
+        else:
+            self.root = os.fspath(workspace) if workspace is not None else os.getcwd()
+            results = [m for m in messages if isinstance(m, ToolMessage)]
+            self.tool_actor = _remote(RecordedToolActor).remote(encode(results))
+        self.schemas: list[dict[str, Any]] = _get(self.tool_actor.schemas.remote())
+
+    def start_session(self) -> Agent:
+        """A new agent session on this replay's tool actor, started (its provider loaded the file)."""
+        agent = _ReplayAgent(
+            provider=ProviderSpec(kind="trajectory", model=self.path),
+            tool_actor=self.tool_actor, schemas=self.schemas, system_prompt=self.system_prompt,
+            max_turns=max((len(p.turns) for p in self.plan), default=0) + 2, workspace=self.root,
+        )
+        agent.status()
+        return agent
+
+    def play(self, agent: Agent) -> list[TurnTiming]:
+        """Send every recorded prompt to a fresh ``agent``, in order; the turns as timed."""
+        turns: list[TurnTiming] = []
+        for number, prompt in enumerate(self.plan, 1):
+            turns += _timed_run(agent, number, prompt)
+        return turns
+
+    def close(self, *, keep_scratch: bool = False) -> None:
+        """Stop the tool actor; remove the scratch directory unless ``keep_scratch``."""
+        import ray
+
+        ray.kill(self.tool_actor)
+        if self.scratch is not None and not keep_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _timed_run(agent: Agent, number: int, prompt: ReplayPrompt) -> list[TurnTiming]:
