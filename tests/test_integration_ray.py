@@ -187,3 +187,25 @@ def test_user_tools_run_in_the_workspace_tool_actor(ray_cluster, tmp_path):
             raygent.Agent(workspace=tmp_path, model="scripted", tools=[read_file])
     finally:
         agent.close()
+
+
+def test_closing_an_agent_ends_its_predictor_session(ray_cluster, workspace):
+    agent = raygent.Agent(workspace=workspace, model="scripted")
+    agent.run("Where is the scheduler?")
+    predictor = agent._predictor
+    session_id = agent.session_id
+    for _ in range(100):  # observe() is fire-and-forget: wait until it has landed
+        if session_id in ray_cluster.get(predictor.snapshot.remote())["active_sessions"]:
+            break
+        time.sleep(0.05)
+    before = ray_cluster.get(predictor.snapshot.remote())
+    assert session_id in before["active_sessions"]
+    agent.close()
+    # The session's last tool is forgotten once the close reaches the predictor (bounded wait).
+    for _ in range(100):
+        if session_id not in ray_cluster.get(predictor.snapshot.remote())["active_sessions"]:
+            break
+        time.sleep(0.05)
+    snap = ray_cluster.get(predictor.snapshot.remote())
+    assert session_id not in snap["active_sessions"]
+    assert snap["finished_sessions"] > before["finished_sessions"]

@@ -145,6 +145,10 @@ class PredictorActor:
     def snapshot(self) -> dict[str, Any]:
         return self.predictor.snapshot()
 
+    def end_session(self, session_id: str) -> None:
+        """The session is over: its sequence becomes one of the predictor's finished sessions."""
+        self.predictor.end_session(session_id)
+
 
 class AgentActor:
     """One session's turn loop; tools run on ``tool_actor``, events go to ``predictor``."""

@@ -699,9 +699,12 @@ class Predictor:
 
     def snapshot(self) -> dict:
         """Plain data: first-order ``transitions`` ``{prev: {next: count}}`` (start as ``""``),
-        per-tool ``stats`` (durations in ms) and the model's ``order``."""
+        per-tool ``stats`` (durations in ms), the model's ``order``, the ids of the
+        ``active_sessions`` and the count of ``finished_sessions``."""
         return {
             "order": self.order,
+            "active_sessions": sorted(self._sessions),
+            "finished_sessions": self._archived,
             "transitions": {
                 (ctx[0] or ""): dict(row) for ctx, row in self._ngrams.items() if len(ctx) == 1
             },

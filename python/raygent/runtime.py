@@ -309,6 +309,8 @@ class Agent:
             _get(self._actor.shutdown.remote())
         finally:
             ray.kill(self._actor)
+            # Fire-and-forget, like every predictor message: closing never waits on it.
+            self._predictor.end_session.remote(self.session_id)
 
     def __enter__(self) -> Agent:
         return self
