@@ -59,17 +59,16 @@ from raygent.messages import (
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._http import backoff_s as _backoff_s  # noqa: F401  (kept importable here)
 from raygent.providers._http import retry_after_s as _retry_after_s  # noqa: F401
-from raygent.providers._sse import SSEDecoder, SSEEvent
-from raygent.providers._wire import PAYLOAD_PREVIEW_CHARS as _PAYLOAD_PREVIEW_CHARS
+from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import ToolCallState as _Call
-from raygent.providers._wire import stream_error
+from raygent.providers._wire import SSEJsonDecoder, stream_error
 
 __all__ = ["OpenAIChatDecoder", "OpenAIChatProvider", "to_openai_messages", "to_openai_tools"]
 
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAIChatDecoder:
+class OpenAIChatDecoder(SSEJsonDecoder):
     """Decode a streamed Chat Completions response body into raygent chunks.
 
     A pure, synchronous state machine: bytes in (cut anywhere), chunks out. The same bytes give
@@ -92,108 +91,31 @@ class OpenAIChatDecoder:
     [Done(finish_reason='stop')]
     """
 
-    __slots__ = ("_sse", "_calls", "_finish_reason", "_usage", "_saw_payload", "_closed", "received")
+    __slots__ = ("_calls", "_finish_reason", "_usage")
 
     def __init__(self) -> None:
-        self._sse = SSEDecoder()
+        super().__init__()
         self._calls: dict[int, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
-        self._saw_payload = False
-        self._closed = False
-        self.received: list[Chunk] = []
 
-    @property
-    def closed(self) -> bool:
-        """True once :class:`Done` has been emitted; later input is ignored."""
-        return self._closed
-
-    def feed(self, data: bytes) -> list[Chunk]:
-        """Decode the next bytes of the response body.
-
-        Parameters
-        ----------
-        data : bytes
-            Any slice of the body, in order.
-
-        Returns
-        -------
-        list of Chunk
-            Chunks completed by these bytes (often empty). Contains :class:`Done` (last) when
-            ``data: [DONE]`` arrived.
-
-        Raises
-        ------
-        ToolCallArgumentsError
-            Tool-call arguments that cannot be (the start of) a JSON object.
-        ProviderError
-            A payload that is not JSON; ``StreamBroken`` (with ``received``) for an ``error``
-            object sent in the stream.
-        """
-        if self._closed:
-            return []
-        out: list[Chunk] = []
-        try:
-            for event in self._sse.feed(data):
-                self._event(event, out)
-                if self._closed:
-                    break
-        finally:
-            self.received.extend(out)
-        return out
-
-    def finish(self) -> list[Chunk]:
-        """End of the body: end open tool calls, then emit :class:`Usage` and :class:`Done`.
-
-        Returns
-        -------
-        list of Chunk
-            The remaining chunks, :class:`Done` last; empty if ``[DONE]`` was already seen.
-
-        Raises
-        ------
-        StreamBroken
-            The body ended with no payload at all, or without ``finish_reason`` and ``[DONE]``
-            while a tool call's arguments were incomplete. ``received`` holds every chunk
-            decoded before.
-        ToolCallArgumentsError
-            ``finish_reason`` was given but a call's arguments are not a complete JSON object
-            (e.g. cut by ``finish_reason: "length"``).
-        """
-        if self._closed:
-            return []
-        out: list[Chunk] = []
-        try:
-            for event in self._sse.finish():
-                self._event(event, out)
-            if not self._closed:
-                self._close(out, terminated=False)
-        finally:
-            self.received.extend(out)
-        return out
-
-    # --- payloads ---------------------------------------------------------------------------
+    # feed() and finish() are SSEJsonDecoder's; Chat Completions differs in three places:
+    # [DONE] ends the stream properly, named events are some proxy's extras, and a body that
+    # ends without finish_reason is still complete unless a tool call was left open.
 
     def _event(self, event: SSEEvent, out: list[Chunk]) -> None:
         if self._closed or event.event not in ("message", "error"):
-            # Chat Completions sends unnamed events only; a named one is some proxy's extra.
             return
-        data = event.data
-        if not data or data.isspace():
-            return
-        if data.strip() == "[DONE]":
+        if event.data.strip() == "[DONE]":
             self._close(out, terminated=True)
             return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError(
-                f"stream payload is not JSON ({exc}): {data[:_PAYLOAD_PREVIEW_CHARS]!r}"
-            ) from None
-        if not isinstance(payload, dict):
-            raise ProviderError(f"stream payload is not a JSON object: {data[:_PAYLOAD_PREVIEW_CHARS]!r}")
-        self._saw_payload = True
-        if payload.get("error") or event.event == "error":
+        super()._event(event, out)
+
+    def _end_of_body(self, out: list[Chunk]) -> None:
+        self._close(out, terminated=False)
+
+    def _payload(self, payload: dict[str, Any], event: str, out: list[Chunk]) -> None:
+        if payload.get("error") or event == "error":
             raise stream_error(payload.get("error") or payload, self.received + out)
         usage = payload.get("usage")
         if not (isinstance(usage, dict) and usage):
@@ -323,8 +245,6 @@ class OpenAIChatDecoder:
 
     def _close(self, out: list[Chunk], *, terminated: bool) -> None:
         if not terminated and self._finish_reason is None:
-            if not self._saw_payload:
-                raise StreamBroken("stream ended without any payload", received=self.received + out)
             open_calls = [c for c in self._calls.values() if not c.ended and not c.complete]
             if open_calls:
                 ids = ", ".join(c.id or str(c.index) for c in open_calls)
