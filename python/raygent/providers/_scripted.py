@@ -288,8 +288,9 @@ def _rank_files(
     contains, so a word that is everywhere (the project's name) counts little and a file that
     has several rare words ranks first. A word whose search was cut short (``more`` matches
     not shown) has its file count scaled up by the part not seen. Source code counts double
-    against prose and build files (a README that repeats the question is seldom where the
-    answer lives); ties go to more hits.
+    against prose and build files, and tests and benchmarks count half of the code they
+    exercise: a README that repeats the question, or a test that names the thing, is seldom
+    where it is implemented. Ties go to more hits.
     """
     words_in: dict[str, set[str]] = {}
     best_line: dict[str, tuple[int, int]] = {}
@@ -307,12 +308,20 @@ def _rank_files(
     doc_freq = Counter(k for found in words_in.values() for k in found)
     scale = {k: (shown[k] + more.get(k, 0)) / shown[k] for k in shown}
     score = {
-        p: sum(1 / (doc_freq[k] * scale[k]) for k in found)
-        * (2.0 if p.endswith(_CODE_SUFFIXES) else 1.0)
+        p: sum(1 / (doc_freq[k] * scale[k]) for k in found) * _kind_weight(p)
         for p, found in words_in.items()
     }
     order = sorted(words_in, key=lambda p: (-score[p], -counts[p], p))
     return [(p, best_line[p][0]) for p in order]
+
+
+def _kind_weight(path: str) -> float:
+    if not path.endswith(_CODE_SUFFIXES):
+        return 1.0
+    parts = path.lower().split("/")
+    if any(p.startswith(("test", "bench")) or p in ("spec", "specs") for p in parts):
+        return 1.0
+    return 2.0
 
 
 def _top_level(listing: str) -> list[str]:
