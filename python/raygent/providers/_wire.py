@@ -8,6 +8,7 @@ the format.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import orjson
@@ -145,7 +146,7 @@ def stream_error(error: Any, received: list[Chunk]) -> StreamBroken:
     return StreamBroken(text, received=received)
 
 
-class SSEJsonDecoder:
+class SSEJsonDecoder(ABC):
     """Base of the decoders whose SSE events each carry one JSON object.
 
     Subclasses implement :meth:`_payload` (one parsed event) and :meth:`_end_of_body` (the body
@@ -258,11 +259,13 @@ class SSEJsonDecoder:
         self._saw_payload = True
         self._payload(payload, event.event, out)
 
+    @abstractmethod
     def _payload(self, payload: dict[str, Any], event: str, out: list[Chunk]) -> None:
-        raise NotImplementedError
+        """Decode one event's JSON object, appending the chunks it completes to ``out``."""
 
+    @abstractmethod
     def _end_of_body(self, out: list[Chunk]) -> None:
-        raise NotImplementedError
+        """The body ended without the format's end marker: close, or raise ``StreamBroken``."""
 
     def _broken(self, what: str, out: list[Chunk]) -> StreamBroken:
         return StreamBroken(what, received=self.received + out)
