@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-TASK   ?= Where does raygent strip ANSI escape sequences from tool output?
+TASK   ?= Which code strips ANSI escape sequences (ECMA-48 CSI and OSC) from tool output?
 WORKSPACE ?= .
 
 .PHONY: demo test install
