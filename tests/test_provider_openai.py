@@ -36,7 +36,8 @@ from raygent.messages import (
     UserMessage,
 )
 from raygent.providers import OpenAIChatDecoder, OpenAIChatProvider, Provider, decode_stream
-from raygent.providers._openai import _backoff_s, _retry_after_s
+from raygent.providers._http import backoff_s as _backoff_s
+from raygent.providers._http import retry_after_s as _retry_after_s
 
 from _http_server import (  # noqa: F401  (server is a fixture)
     INDEX,

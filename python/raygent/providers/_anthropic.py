@@ -33,7 +33,7 @@ Decisions where the format leaves room (each found in recorded streams):
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -346,33 +346,8 @@ class AnthropicProvider(HTTPStreamProvider):
             body["temperature"] = self.temperature
         return body
 
-    async def stream(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> AsyncIterator[Chunk]:
-        """Stream one response (see :class:`~raygent.providers.Provider` for the contract).
+    decoder = AnthropicDecoder
 
-        Parameters
-        ----------
-        messages : sequence of Message
-            The conversation so far.
-        tools : sequence of dict
-            ``{"name", "description", "parameters"}`` schemas; may be empty.
+    def stream_url(self) -> str:
+        return f"{self.base_url}/v1/messages"
 
-        Yields
-        ------
-        Chunk
-            Text, reasoning and tool-call chunks, at most one :class:`Usage`, :class:`Done` last.
-
-        Raises
-        ------
-        RateLimited, ProviderHTTPError
-            HTTP errors after the last attempt (others than 429/5xx at once).
-        StreamBroken
-            The connection failed or the body ended before ``message_stop`` after chunks were
-            decoded, or the server sent an ``error`` event; ``received`` holds the chunks.
-        ToolCallArgumentsError
-            Tool-call arguments that are not a JSON object.
-        ProviderError
-            Connection failures after the last retry, or a payload that is not JSON.
-        """
-        content = orjson.dumps(self.request_body(messages, tools))
-        async for chunk in self._post_stream(f"{self.base_url}/v1/messages", content, AnthropicDecoder):
-            yield chunk

@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -479,28 +479,8 @@ class GeminiProvider(HTTPStreamProvider):
             body["generationConfig"] = config
         return body
 
-    async def stream(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> AsyncIterator[Chunk]:
-        """Stream one response (see :class:`~raygent.providers.Provider` for the contract).
+    decoder = GeminiDecoder
 
-        Yields
-        ------
-        Chunk
-            Text, reasoning and tool-call chunks, at most one :class:`Usage`, :class:`Done` last.
+    def stream_url(self) -> str:
+        return f"{self.base_url}/models/{quote(self.model, safe='')}:streamGenerateContent?alt=sse"
 
-        Raises
-        ------
-        RateLimited, ProviderHTTPError
-            HTTP errors after the last attempt (others than 429/5xx at once).
-        StreamBroken
-            The connection failed or the body ended without ``finishReason`` after chunks were
-            decoded, or the server sent an ``error`` payload; ``received`` holds the chunks.
-        ToolCallArgumentsError
-            Tool-call arguments that are not a JSON object.
-        ProviderError
-            Connection failures after the last retry, a payload that is not JSON, or
-            ``partialArgs`` out of document order.
-        """
-        content = orjson.dumps(self.request_body(messages, tools))
-        url = f"{self.base_url}/models/{quote(self.model, safe='')}:streamGenerateContent?alt=sse"
-        async for chunk in self._post_stream(url, content, GeminiDecoder):
-            yield chunk

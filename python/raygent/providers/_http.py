@@ -19,15 +19,16 @@ import email.utils
 import hashlib
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import orjson
 
 from raygent.errors import ProviderError, ProviderHTTPError, RateLimited, StreamBroken
-from raygent.messages import Chunk
+from raygent.messages import Chunk, Message
 from raygent.providers._ratelimit import RateLimits, limiter_for
 
 __all__ = ["HTTPStreamProvider", "retry_after_s", "backoff_s", "error_message"]
@@ -137,7 +138,7 @@ async def _same_origin_only(request: httpx.Request) -> None:
                             "requests only go to the configured base URL")
 
 
-class HTTPStreamProvider:
+class HTTPStreamProvider(ABC):
     """Base of the HTTP providers: client, retry loop and HTTP errors (no wire format).
 
     Parameters
@@ -230,6 +231,53 @@ class HTTPStreamProvider:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    # Each wire format names its decoder and URL; posting and retrying are the same for all.
+    decoder: ClassVar[type[StreamDecoder]]
+
+    @abstractmethod
+    def stream_url(self) -> str:
+        """The URL one streamed response is POSTed to."""
+
+    @abstractmethod
+    def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The JSON body :meth:`stream` posts."""
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> AsyncIterator[Chunk]:
+        """Stream one response (see :class:`~raygent.providers.Provider` for the contract).
+
+        Parameters
+        ----------
+        messages : sequence of Message
+            The conversation so far.
+        tools : sequence of dict
+            ``{"name", "description", "parameters"}`` schemas; may be empty.
+
+        Yields
+        ------
+        Chunk
+            Text, reasoning and tool-call chunks, at most one :class:`Usage`, :class:`Done` last.
+
+        Raises
+        ------
+        RateLimited
+            HTTP 429 on the last attempt (``retry_after_s`` set from the server's hint).
+        ProviderHTTPError
+            HTTP 5xx on the last attempt, or any other non-2xx status at once (``status`` and
+            ``body``, at most 2,000 characters).
+        StreamBroken
+            The connection failed or the body ended early after chunks were decoded, or the
+            server sent an ``error`` object in the stream; ``received`` holds the chunks.
+        ToolCallArgumentsError
+            Tool-call arguments that are not a JSON object.
+        ProviderError
+            Connection failures after the last retry, or a payload that is not JSON.
+        """
+        content = orjson.dumps(self.request_body(messages, tools))
+        async for chunk in self._post_stream(self.stream_url(), content, self.decoder):
+            yield chunk
 
     async def _post_stream(
         self, url: str, content: bytes, new_decoder: Callable[[], StreamDecoder]

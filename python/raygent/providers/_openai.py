@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -57,8 +57,6 @@ from raygent.messages import (
     UserMessage,
 )
 from raygent.providers._http import HTTPStreamProvider
-from raygent.providers._http import backoff_s as _backoff_s  # noqa: F401  (kept importable here)
-from raygent.providers._http import retry_after_s as _retry_after_s  # noqa: F401
 from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import ToolCallState as _Call
 from raygent.providers._wire import SSEJsonDecoder, stream_error
@@ -385,11 +383,7 @@ class OpenAIChatProvider(HTTPStreamProvider):
         temperature: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        all_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
-        if key:
-            all_headers["Authorization"] = f"Bearer {key}"
-        all_headers.update(headers or {})
+        all_headers = openai_headers(api_key, headers)
         super().__init__(
             model, name=f"openai:{model}",
             base_url=base_url or os.environ.get("OPENAI_BASE_URL") or _DEFAULT_BASE_URL,
@@ -425,41 +419,21 @@ class OpenAIChatProvider(HTTPStreamProvider):
             body["temperature"] = self.temperature
         return body
 
-    async def stream(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
-    ) -> AsyncIterator[Chunk]:
-        """Stream one response (see :class:`~raygent.providers.Provider` for the contract).
+    decoder = OpenAIChatDecoder
 
-        Parameters
-        ----------
-        messages : sequence of Message
-            The conversation so far.
-        tools : sequence of dict
-            ``{"name", "description", "parameters"}`` schemas; may be empty.
+    def stream_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
 
-        Yields
-        ------
-        Chunk
-            Text, reasoning and tool-call chunks, at most one :class:`Usage`, :class:`Done` last.
 
-        Raises
-        ------
-        RateLimited
-            HTTP 429 on the last attempt (``retry_after_s`` set from the server's hint).
-        ProviderHTTPError
-            HTTP 5xx on the last attempt, or any other non-2xx status at once (``status`` and
-            ``body``, at most 2,000 characters).
-        StreamBroken
-            The connection failed or the body ended early after chunks were decoded, or the
-            server sent an ``error`` object in the stream; ``received`` holds the chunks.
-        ToolCallArgumentsError
-            Tool-call arguments that are not a JSON object.
-        ProviderError
-            Connection failures after the last retry, or a payload that is not JSON.
-        """
-        content = orjson.dumps(self.request_body(messages, tools))
-        async for chunk in self._post_stream(f"{self.base_url}/chat/completions", content, OpenAIChatDecoder):
-            yield chunk
+def openai_headers(api_key: str | None, extra: dict[str, str] | None) -> dict[str, str]:
+    """Request headers of the OpenAI APIs: SSE, JSON, ``Authorization: Bearer`` when a key is
+    given (``api_key``, else ``OPENAI_API_KEY``; none for keyless local servers), then ``extra``."""
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+    headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    headers.update(extra or {})
+    return headers
 
 
 def decode_openai_chat(chunks: Iterable[bytes]) -> list[Chunk]:

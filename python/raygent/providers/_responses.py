@@ -36,7 +36,7 @@ Decisions where the format leaves room (each found in recorded streams):
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -56,6 +56,7 @@ from raygent.messages import (
     UserMessage,
 )
 from raygent.providers._http import HTTPStreamProvider
+from raygent.providers._openai import openai_headers
 from raygent.providers._wire import SSEJsonDecoder, ToolCallState, stream_error
 
 __all__ = ["OpenAIResponsesDecoder", "OpenAIResponsesProvider", "to_responses_input", "decode_openai_responses"]
@@ -280,11 +281,7 @@ class OpenAIResponsesProvider(HTTPStreamProvider):
         max_retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        all_headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
-        if key:
-            all_headers["Authorization"] = f"Bearer {key}"
-        all_headers.update(headers or {})
+        all_headers = openai_headers(api_key, headers)
         super().__init__(
             model, name=f"openai-responses:{model}",
             base_url=base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
@@ -303,27 +300,8 @@ class OpenAIResponsesProvider(HTTPStreamProvider):
             body["temperature"] = self.temperature
         return body
 
-    async def stream(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> AsyncIterator[Chunk]:
-        """Stream one response (see :class:`~raygent.providers.Provider` for the contract).
+    decoder = OpenAIResponsesDecoder
 
-        Yields
-        ------
-        Chunk
-            Text, reasoning and tool-call chunks, at most one :class:`Usage`, :class:`Done` last.
+    def stream_url(self) -> str:
+        return f"{self.base_url}/responses"
 
-        Raises
-        ------
-        RateLimited, ProviderHTTPError
-            HTTP errors after the last attempt (others than 429/5xx at once).
-        StreamBroken
-            The connection failed or the body ended before ``response.completed`` after chunks
-            were decoded, or the server sent ``error`` / ``response.failed``; ``received``
-            holds the chunks.
-        ToolCallArgumentsError
-            Tool-call arguments that are not a JSON object.
-        ProviderError
-            Connection failures after the last retry, or a payload that is not JSON.
-        """
-        content = orjson.dumps(self.request_body(messages, tools))
-        async for chunk in self._post_stream(f"{self.base_url}/responses", content, OpenAIResponsesDecoder):
-            yield chunk
