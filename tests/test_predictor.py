@@ -1,6 +1,6 @@
 import pytest
 
-from raygent.predictor import Predictor, ToolEvent
+from raygent.predictor import Predictor, ToolEvent, action_of
 
 
 def test_next_tool_probabilities_from_transitions():
@@ -68,8 +68,9 @@ def test_longer_context_beats_first_order():
 
 def test_backs_off_to_session_then_global_counts():
     p = Predictor()
+    _feed(p, "s0", ["grep"])
     _feed(p, "s1", ["grep", "grep", "grep", "edit"])
-    # Unseen context: falls back to this session's own tools, then global counts.
+    # Unseen context: falls back to this session's own tools, then to the sessions using each.
     _feed(p, "s2", ["novel_tool"])
     top = p.predict("s2", k=3)
     assert top[0][0] == "novel_tool"
@@ -205,3 +206,55 @@ def test_end_session_keeps_a_bounded_archive():
     assert len(p._archive) == 3
     p.end_session("never_started")  # no-op
     assert len(p._archive) == 3
+
+
+def test_last_back_off_counts_sessions_not_calls():
+    # One agent's long run of one tool must not swamp what most sessions do.
+    p = Predictor(order=2)
+    _feed(p, "long", ["edit"] * 30)
+    for i in range(3):
+        _feed(p, f"s{i}", ["ls", "submit"])
+    _feed(p, "new", ["novel"])
+    # In the global n-gram ("ngram" expert) back-off, "submit" and "ls" (3 sessions) rank
+    # above "edit" (30 calls in 1 session).
+    scores = p._scores(["novel"], None)
+    assert scores["submit"] > scores["edit"] and scores["ls"] > scores["edit"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "action"),
+    [
+        ("bash", {"command": "python reproduce.py"}, "python"),
+        ("run_command", {"command": "LANG=C sudo /usr/bin/python3.11 -m pytest"}, "python"),
+        ("bash", {"command": "  ls -F"}, "ls"),
+        ("bash", {"command": ""}, "bash"),
+        ("bash", {}, "bash"),
+        ("read_file", {"command": "python x.py"}, "read_file"),  # not a shell tool
+        ("execute_bash", {"command": "pip3 install -e ."}, "pip"),
+    ],
+)
+def test_action_of_names_the_program_a_shell_runs(tool, arguments, action):
+    assert action_of(tool, arguments) == action
+
+
+def test_programs_learned_across_formats_are_predicted_as_the_sessions_shell():
+    # SWE-agent without function calling records "python x.py" as tool "python"; with function
+    # calling the same step is bash {"command": "python x.py"}. One model serves both.
+    p = Predictor()
+    for i in range(4):
+        sid = f"cmd{i}"
+        for tool, cmd in [("create", "create x.py"), ("python", "python x.py"), ("ls", "ls -F"),
+                          ("submit", "submit")]:
+            p.observe(ToolEvent(sid, tool, 1.0, arguments={"command": cmd}))
+        p.end_session(sid)
+    sid = "fc"
+    p.observe(ToolEvent(sid, "create", 1.0, arguments={"filename": "x.py"}))
+    p.observe(ToolEvent(sid, "bash", 1.0, arguments={"command": "python x.py"}))
+    # After create -> python comes ls; in this session ls runs through its shell.
+    assert p.predict(sid, k=1)[0][0] == "bash"
+    # In a command-line session the same step is tool "ls".
+    p.observe(ToolEvent("cmd-new", "create", 1.0, arguments={"command": "create y.py"}))
+    p.observe(ToolEvent("cmd-new", "python", 1.0, arguments={"command": "python y.py"}))
+    assert p.predict("cmd-new", k=1)[0][0] == "ls"
+    # Probabilities of several programs sent to one shell add up; the distribution still sums to 1.
+    assert sum(pr for _, pr in p.predict(sid, k=50)) == pytest.approx(1.0)

@@ -43,11 +43,12 @@ def test_predictor_eval_on_shared_trajectories():
     freq = [float(x) for x in rows["most frequent tool"]]
     markov = [float(x) for x in rows["first-order Markov"]]
     assert float(m["markov_top3"]) == pytest.approx(markov[1], abs=1e-3)
-    # Measured: mixture 0.599 / 0.792, most frequent 0.346 / 0.498, Markov 0.535 / 0.736
-    # (the order-3 stupid back-off n-gram alone: 0.576 / 0.755).
+    # Measured: mixture 0.658 / 0.807, most frequent 0.346 / 0.498, Markov 0.535 / 0.736
+    # (without shell commands modelled by program: 0.599 / 0.792; the order-3 stupid
+    # back-off n-gram alone: 0.576 / 0.755). The goal is top-3 >= 0.80.
     assert top1 > freq[0] and top3 > freq[1]
-    assert top1 > markov[0] and top3 > markov[1] + 0.04
-    assert top3 >= 0.78
+    assert top1 > markov[0] and top3 > markov[1] + 0.06
+    assert top3 >= 0.80
     assert "arguments: proposed for" in proc.stdout and "speculative read-only calls" in proc.stdout
     # Non-trajectory files (README, LICENSE, INDEX.jsonl) are skipped with a note, not fatal.
     assert "note: skipped" in proc.stderr and "LICENSE" in proc.stderr
@@ -62,8 +63,8 @@ def test_predictor_eval_on_all_shared_data():
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = LAST.match(proc.stdout.strip().splitlines()[-1])
     assert m
-    # Measured: 0.552 / 0.717 against Markov top-3 0.583 (the n-gram alone: 0.459 / 0.616).
-    assert float(m["top3"]) > float(m["markov_top3"]) + 0.08
+    # Measured: 0.579 / 0.724 against Markov top-3 0.583 (the n-gram alone: 0.459 / 0.616).
+    assert float(m["top3"]) > float(m["markov_top3"]) + 0.10
 
 
 def test_predictor_eval_missing_path_fails():

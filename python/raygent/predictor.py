@@ -6,6 +6,15 @@ at a time, in O(order) work per event.
 
 Methods followed
 ----------------
+- **Actions**: the sequence model sees each call as an *action*: the tool's name, or for a
+  shell tool (:data:`SHELL_TOOLS`) the program its command runs (:func:`action_of`), so the
+  same step recorded as tool ``python`` by one agent and as ``bash {"command": "python x.py"}``
+  by another is learned once, and a shell's ``ls``, ``python`` and ``rm`` are told apart. A
+  predicted action is named as the tool that will carry it in the session: itself when the
+  session called it as a tool, else the session's shell when it is a program (some shell ran
+  it, or it was only ever recorded as a bare command line named after itself), also before
+  the session's first shell call when its tools take arguments of their own rather than
+  command lines; the probabilities of the actions one tool carries add up.
 - **Next tool**: a linear mixture of four experts, each a distribution over the tools seen so
   far (1 % of each spread uniformly), whose weights are learned online by Bayes' rule on each
   call's probability with *fixed share* (Herbster & Warmuth, "Tracking the best expert",
@@ -15,7 +24,8 @@ Methods followed
     previous tools of the session, the session start being a symbol of its own) scored with
     *stupid back-off* (Brants et al., EMNLP 2007): the relative frequency in the longest
     context that saw the tool, times ``backoff`` (0.4) per level, down to the session's own
-    tool counts and then the global counts, normalized.
+    tool counts and then the number of sessions that used each tool (one agent's long run of
+    one tool does not outweigh what most sessions do), normalized.
   * ``sessions``: the finished sessions (the last ``max_sessions``) as a Bayesian mixture of
     their own n-grams (Witten-Bell interpolated, over ``ngram``): the weight of each is a
     geometric recency prior (``session_prior_decay`` per younger session) times the
@@ -53,6 +63,8 @@ import orjson
 
 __all__ = [
     "DEFAULT_READ_ONLY_TOOLS",
+    "SHELL_TOOLS",
+    "action_of",
     "P2Quantile",
     "Predictor",
     "PredictedCall",
@@ -73,7 +85,16 @@ DEFAULT_READ_ONLY_TOOLS: frozenset[str] = frozenset(
 )  # fmt: skip
 """Tools :meth:`Predictor.speculative_calls` may propose when the caller names none."""
 
+SHELL_TOOLS: frozenset[str] = frozenset(
+    {"run_command", "bash", "shell", "sh", "execute_bash", "execute_command", "run_shell_command",
+     "terminal", "exec", "bash_code_execution", "local_shell"}
+)  # fmt: skip
+"""Tools that run a shell command given in their ``command`` argument; the predictor models
+such a call by the program it runs (see :func:`action_of`)."""
+
 _START: None = None
+_PROGRAM_PREFIXES = frozenset({"sudo", "env", "time", "nohup", "exec", "command"})
+_VERSION_SUFFIX = re.compile(r"(?<=[a-z])[0-9][0-9.]*$")
 _EXCERPT_CHARS = 8_192
 _PATH = re.compile(r"(?<![\w.~/-])(?:[\w.~-]*/)*[\w~-][\w.~-]*\.[A-Za-z][A-Za-z0-9]{0,7}(?![\w/-])")
 _SLOT = re.compile(r"\x00(\d+)\x00")
@@ -235,6 +256,37 @@ def _paths(text: str) -> list[str]:
     return list(out)
 
 
+def action_of(tool: str, arguments: dict[str, Any]) -> str:
+    """What a call does, as the sequence model sees it: the tool's name, or for a shell tool
+    (:data:`SHELL_TOOLS`) with a string ``command`` the program it runs.
+
+    The program is the command's first word after environment assignments (``X=1``) and
+    wrappers such as ``sudo``/``env``, as a basename with a trailing version removed
+    (``/usr/bin/python3.11 -m pytest`` -> ``python``). So ``bash {"command": "python x.py"}``
+    and SWE-agent's ``python x.py`` (recorded as tool ``python``) are one action, and a
+    shell's mixed calls (``ls``, then ``python``, then ``rm``) are not one undifferentiated
+    tool.
+
+    Examples
+    --------
+    >>> action_of("bash", {"command": "cd src && ls -F"})
+    'cd'
+    >>> action_of("run_command", {"command": "LANG=C python3 -m pytest"})
+    'python'
+    >>> action_of("read_file", {"path": "a.py"})
+    'read_file'
+    """
+    command = arguments.get("command") if tool in SHELL_TOOLS else None
+    if not isinstance(command, str):
+        return tool
+    for word in command.split():
+        if "=" in word and not word.startswith(("-", "=")) or word in _PROGRAM_PREFIXES:
+            continue
+        name = _VERSION_SUFFIX.sub("", os.path.basename(word))
+        return name or tool
+    return tool
+
+
 def _canonical(arguments: dict[str, Any]) -> str:
     return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS).decode()
 
@@ -262,7 +314,7 @@ def _fill(template: str, paths: Sequence[str]) -> dict[str, Any] | None:
 
 
 class _Session:
-    __slots__ = ("recent", "counts", "last_args", "paths", "history", "rows", "loglik")
+    __slots__ = ("recent", "counts", "last_args", "paths", "history", "rows", "loglik", "direct", "shell", "command_lines")
 
     def __init__(self, order: int) -> None:
         self.recent: deque[str | None] = deque([_START], maxlen=max(1, order - 1))
@@ -274,6 +326,11 @@ class _Session:
         self.rows: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
         # Log-likelihood of this session's calls under each archived session's model (by id).
         self.loglik: dict[int, float] = {}
+        # Actions this session called as tools of their own, and its shell tool (the tool its
+        # shell commands went through), to name the tool that will carry a predicted action.
+        self.direct: set[str] = set()
+        self.shell: str | None = None
+        self.command_lines = False  # some call was recorded as a bare command line
 
 
 class _Archived(msgspec.Struct):
@@ -350,7 +407,7 @@ class Predictor:
         self.session_prior_decay = session_prior_decay
         # Context (tuple of the previous tools, oldest first; None = session start) -> counts.
         self._ngrams: dict[tuple[str | None, ...], Counter[str]] = defaultdict(Counter)
-        self._unigram: Counter[str] = Counter()
+        self._df: Counter[str] = Counter()  # action -> sessions that used it
         self._sessions: dict[str, _Session] = {}
         self._archive: deque[_Archived] = deque(maxlen=max(0, max_sessions))
         self._archived = 0
@@ -358,6 +415,10 @@ class Predictor:
         self._events = 0
         self._memo: tuple[str, int, Any] | None = None
         self._templates: dict[str, Counter[str]] = defaultdict(Counter)
+        # Program -> the shell tool that last ran it (any session).
+        self._wrapped: dict[str, str] = {}
+        self._direct: set[str] = set()  # actions called as tools of their own (any session)
+        self._structured: set[str] = set()  # ... with arguments other than a command line
         self._repeat = [0, 0]  # [hits, trials] of "same arguments as the last call of the tool"
         self.stats: dict[str, ToolStats] = {}
 
@@ -372,16 +433,33 @@ class Predictor:
     def observe(self, event: ToolEvent) -> None:
         """Learn one finished call (after any prediction made for it)."""
         s = self._session(event.session_id)
-        self._learn_mixture(event.session_id, s, event.tool)
+        action = action_of(event.tool, event.arguments)
+        self._learn_mixture(event.session_id, s, action)
         recent = tuple(s.recent)
         for n in range(1, len(recent) + 1):
-            self._ngrams[recent[len(recent) - n :]][event.tool] += 1
+            self._ngrams[recent[len(recent) - n :]][action] += 1
         for ctx in _contexts(s.history, self.order - 1):
-            s.rows[ctx][event.tool] += 1
-        s.history.append(event.tool)
-        self._unigram[event.tool] += 1
-        s.counts[event.tool] += 1
-        s.recent.append(event.tool)
+            s.rows[ctx][action] += 1
+        s.history.append(action)
+        if not s.counts[action]:
+            self._df[action] += 1
+        s.counts[action] += 1
+        s.recent.append(action)
+        if action == event.tool:
+            s.direct.add(action)
+            self._direct.add(action)
+            command = event.arguments.get("command")
+            if not (
+                len(event.arguments) == 1
+                and isinstance(command, str)
+                and command.split(maxsplit=1)[:1] == [action]
+            ):
+                self._structured.add(action)
+            else:
+                s.command_lines = True
+        else:
+            s.shell = event.tool
+            self._wrapped[action] = event.tool
         self._events += 1
         if event.arguments or event.result_excerpt:
             canon = _canonical(event.arguments)
@@ -418,7 +496,7 @@ class Predictor:
                 levels.append(row)
         if session_counts:
             levels.append(session_counts)
-        levels.append(self._unigram)
+        levels.append(self._df)
         for row in levels:
             total = sum(row.values())
             if total:
@@ -439,7 +517,7 @@ class Predictor:
             return memo[2]  # type: ignore[no-any-return]
         s = self._sessions.get(session_id)
         history: list[str] = s.history if s else []
-        vocab = sorted(set(self._unigram) | set(history))
+        vocab = sorted(set(self._df) | set(history))
         out: tuple[list[str], dict[str, dict[str, float]], list[tuple[_Archived, dict[str, float]]]]
         if not vocab:
             out = (vocab, {}, [])
@@ -525,8 +603,34 @@ class Predictor:
         if not experts:
             return []
         z = sum(self._weights.values())
-        mixed = {w: sum(self._weights[e] * experts[e][w] for e in self._weights) / z for w in vocab}
+        s = self._sessions.get(session_id)
+        mixed: dict[str, float] = defaultdict(float)
+        for w in vocab:
+            mixed[self._tool_for(s, w)] += sum(self._weights[e] * experts[e][w] for e in self._weights) / z
         return sorted(mixed.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+    def _tool_for(self, s: _Session | None, action: str) -> str:
+        """The tool that will carry ``action`` in session ``s``: the action itself when the
+        session called it as a tool; else, in a session that has a shell, that shell unless
+        the action is a tool with arguments of its own; else the action itself (or, for a
+        program only ever run by a shell, that shell)."""
+        if s is not None and action in s.direct:
+            return action
+        wrapper = self._wrapped.get(action)
+        if s is not None and s.shell is not None:
+            # A session with a shell runs programs through it: the actions some shell ran, and
+            # those only ever recorded as a command line named after themselves (SWE-agent's
+            # ``ls -F`` as tool ``ls``), not a tool with arguments of its own.
+            if wrapper is not None or action not in self._structured:
+                return s.shell
+            return action
+        if wrapper is None:
+            return action
+        if s is not None and s.direct and not s.command_lines:
+            # No shell call yet, but the session's tools take arguments of their own rather
+            # than command lines: a program will go through a shell, as it did elsewhere.
+            return wrapper
+        return action if action in self._direct else wrapper
 
     def next_tools(self, after: str | None, *, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` most likely tools to follow ``after`` (``None``: a session's first call).
