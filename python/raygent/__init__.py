@@ -8,9 +8,20 @@
 """
 
 from raygent.errors import AgentError, RaygentError
+from raygent.policy import Policy
 from raygent.runtime import Agent, RunResult, init, shutdown
 from raygent.tools import Tool, tool
 
 __version__ = "0.1.0"
 
-__all__ = ["init", "shutdown", "Agent", "RunResult", "tool", "Tool", "RaygentError", "AgentError"]
+__all__ = [
+    "init",
+    "shutdown",
+    "Agent",
+    "RunResult",
+    "tool",
+    "Tool",
+    "Policy",
+    "RaygentError",
+    "AgentError",
+]

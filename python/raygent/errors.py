@@ -23,6 +23,9 @@ __all__ = [
     "AgentError",
     "TrajectoryError",
     "RetryableToolError",
+    "PolicyError",
+    "ToolDenied",
+    "ApprovalError",
 ]
 
 
@@ -54,7 +57,7 @@ class ToolError(RaygentError):
         The tool's name.
     kind : str
         Machine-readable kind: ``"error"``, ``"not_found"``, ``"bad_arguments"``, ``"timeout"``,
-        ``"sandbox"``.
+        ``"sandbox"``, ``"denied"``.
     """
 
     kind = "error"
@@ -217,3 +220,63 @@ class RetryableToolError(ToolError):
     """
 
     retryable = True
+
+
+class PolicyError(RaygentError, ValueError):
+    """A tool policy could not be built: a bad TOML file or a bad rule.
+
+    The message names the file (or ``Policy`` for one built in Python) and the problem,
+    ``"<file>: commands.\\"rm *\\": decision must be one of allow, prompt, deny, got 'block'"``.
+
+    Attributes
+    ----------
+    source : str
+        The policy file's path, or ``"Policy"``.
+    reason : str
+        What was wrong.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ToolDenied(ToolError):
+    """A tool call was refused before it ran: by the policy (``deny``) or by the person asked.
+
+    The model receives it as an error result (``error_kind="denied"``); the history stays whole
+    and the session goes on.
+
+    Attributes
+    ----------
+    call_id : str
+        The refused call.
+    reason : str
+        Why, as given by the rule or the person.
+    """
+
+    kind = "denied"
+
+    def __init__(self, message: str, *, tool: str = "", call_id: str = "", reason: str = "") -> None:
+        super().__init__(message, tool=tool)
+        self.call_id = call_id
+        self.reason = reason
+
+
+class ApprovalError(RaygentError, LookupError):
+    """``approve`` / ``deny`` named a call that is not waiting for approval.
+
+    Attributes
+    ----------
+    call_id : str
+        The call named.
+    pending : list of str
+        The calls that are waiting, when this was raised.
+    """
+
+    def __init__(self, call_id: str, pending: list[str]) -> None:
+        waiting = ", ".join(pending) if pending else "none"
+        super().__init__(f"tool call {call_id!r} is not waiting for approval (waiting: {waiting})")
+        self.call_id = call_id
+        self.pending = list(pending)

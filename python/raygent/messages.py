@@ -35,6 +35,7 @@ __all__ = [
     "StreamError",
     "ToolResultChunk",
     "StateChange",
+    "ApprovalRequest",
     "Chunk",
     "encode",
     "decode",
@@ -65,7 +66,8 @@ class ToolResult(msgspec.Struct, frozen=True):
         The tool's output with ANSI control sequences stripped (or the error text).
     is_error : bool
         True when the call failed; ``error_kind`` then names why (``"timeout"``, ``"sandbox"``,
-        ``"bad_arguments"``, ``"not_found"``, ``"error"``).
+        ``"bad_arguments"``, ``"not_found"``, ``"error"``, ``"denied"`` for a call the policy or
+        the person asked refused).
     duration_ms : float
         Wall time of the call in milliseconds.
     attempts : int
@@ -199,6 +201,20 @@ class StateChange(msgspec.Struct, tag="state", frozen=True):
     trigger: str
 
 
+class ApprovalRequest(msgspec.Struct, tag="approval_request", frozen=True):
+    """A tool call waits for a person's decision (runtime event; the policy said ``prompt``).
+
+    The run is paused in ``WaitingForUser`` until ``approve(call.id)`` or
+    ``deny(call.id, reason)`` is called on the session (``Agent.approve`` / ``Agent.deny``).
+    ``rule`` is the policy rule that asked (``'commands."*"'``, ``"tools.write_file"``), and
+    ``reason`` its reason, if any.
+    """
+
+    call: ToolCall
+    rule: str = ""
+    reason: str = ""
+
+
 Chunk = Union[
     TextDelta,
     ReasoningDelta,
@@ -210,6 +226,7 @@ Chunk = Union[
     StreamError,
     ToolResultChunk,
     StateChange,
+    ApprovalRequest,
 ]
 
 # --- codec --------------------------------------------------------------------------------------

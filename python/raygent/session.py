@@ -8,6 +8,13 @@ The provider's chunks are passed through to the caller as they arrive, followed 
 :class:`~raygent.messages.ToolResultChunk` for each finished tool call and a
 :class:`~raygent.messages.StateChange` for each transition.
 
+Tool-call policy: with a :class:`~raygent.policy.Policy`, each call of a turn is first decided
+``allow`` (runs), ``deny`` (answered at once with an error result of kind ``"denied"``) or
+``prompt``: the session moves to ``WaitingForUser``, yields an
+:class:`~raygent.messages.ApprovalRequest` per such call, and waits until :meth:`Session.approve`
+or :meth:`Session.deny` answers each (or ``approval_timeout_s`` passes: denied). Then it moves
+back to ``ExecutingTools`` and runs what was allowed or approved, in the model's order.
+
 What survives a failure: the history only ever receives complete units (the user prompt, a
 finished assistant message, and for every tool call of it a result), so after a provider error
 or a lost tool runner the history is still one a provider accepts, and the next prompt goes on
@@ -16,14 +23,17 @@ from it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
 import msgspec
 
 from raygent.context import Context
-from raygent.errors import AgentError, ProviderError, RateLimited
+from raygent.errors import AgentError, ApprovalError, ProviderError, RateLimited, ToolDenied
 from raygent.messages import (
+    ApprovalRequest,
     AssistantMessage,
     Chunk,
     StateChange,
@@ -37,6 +47,7 @@ from raygent.messages import (
     Usage,
     UserMessage,
 )
+from raygent.policy import Policy
 from raygent.providers import Provider
 from raygent.state import AgentState, StateMachine
 
@@ -84,6 +95,11 @@ class Session:
         False asks the provider for whole responses: its ``complete(messages, tools) ->
         list[Chunk]`` when it has one, else its stream gathered before anything is passed on.
         The history and the tool calls are the same either way; only the chunking differs.
+    policy : Policy, optional
+        Decides each tool call before it runs (see :mod:`raygent.policy`); None runs every call.
+    approval_timeout_s : float, optional
+        How long a ``prompt`` call waits for :meth:`approve` / :meth:`deny` before it is denied
+        (seconds); None waits for as long as it takes.
     """
 
     def __init__(
@@ -96,6 +112,8 @@ class Session:
         budget_tokens: int = 32_000,
         max_turns: int = 24,
         stream: bool = True,
+        policy: Policy | None = None,
+        approval_timeout_s: float | None = None,
     ) -> None:
         self.provider = provider
         self.stream = stream
@@ -105,6 +123,10 @@ class Session:
         self.context = Context(system_prompt=system_prompt, budget_tokens=budget_tokens)
         self.machine = StateMachine()
         self.stats = SessionStats()
+        self.policy = policy
+        self.approval_timeout_s = approval_timeout_s
+        # call id -> future answered by approve (None) or deny ((message for the model, reason))
+        self._pending: dict[str, asyncio.Future[tuple[str, str] | None]] = {}
 
     @property
     def state(self) -> AgentState:
@@ -123,7 +145,7 @@ class Session:
             ``kind="provider_error"`` (or ``"rate_limit"``) when the provider fails,
             ``"tool_runner_failed"`` when the tool runner dies mid-turn, ``"max_turns"`` when
             the model keeps calling tools past ``max_turns``, ``"shutdown"`` after
-            :meth:`shutdown`. The state is then ``Error`` (``Shutdown`` for the last) and the
+            :meth:`shutdown` (also when it comes while calls wait for approval). The state is then ``Error`` (``Shutdown`` for the last) and the
             history keeps every completed unit.
         """
         if self.state is AgentState.SHUTDOWN:
@@ -158,8 +180,11 @@ class Session:
                 yield self._to(AgentState.IDLE, "response complete")
                 return
             yield self._to(AgentState.EXECUTING_TOOLS, f"{len(calls)} tool call(s)")
-            async for chunk in self._execute(calls):
-                yield chunk
+            # aclosing: a reader that stops mid-turn closes the inner generators at once, so
+            # their cleanup (answering every call in the history) runs before this returns.
+            async with contextlib.aclosing(self._execute(calls)) as execute:
+                async for chunk in execute:
+                    yield chunk
         yield self._to(AgentState.ERROR, "turn limit", "max_turns")
         raise AgentError(
             f"the model was still calling tools after {self.max_turns} turns", kind="max_turns"
@@ -179,13 +204,19 @@ class Session:
         for chunk in chunks:
             yield chunk
 
-    async def _execute(self, calls: list[ToolCall]) -> AsyncIterator[Chunk]:
+    async def _execute(self, calls: list[ToolCall]) -> AsyncGenerator[Chunk, None]:
         results: dict[str, ToolResult] = {}
         failure: BaseException | None = None
+        if self.policy is not None:
+            async with contextlib.aclosing(self._screen(calls, results)) as screen:
+                async for chunk in screen:
+                    yield chunk
+        runnable = [c for c in calls if c.id not in results]
         try:
-            async for result in self.run_tools(calls):
-                results[result.call_id] = result
-                yield ToolResultChunk(result)
+            if runnable:
+                async for result in self.run_tools(runnable):
+                    results[result.call_id] = result
+                    yield ToolResultChunk(result)
         except Exception as e:  # the runner (an actor) died: answer every call anyway
             failure = e
         for call in calls:
@@ -204,7 +235,105 @@ class Session:
         if failure is not None:
             yield self._to(AgentState.ERROR, "tool runner failed", "tool_runner_failed")
             raise AgentError(f"tool runner failed: {failure}", kind="tool_runner_failed") from failure
+        if self.state is AgentState.SHUTDOWN:
+            raise AgentError("the session was shut down while tool calls waited for approval", kind="shutdown")
+
+    async def _screen(
+        self, calls: list[ToolCall], results: dict[str, ToolResult]
+    ) -> AsyncGenerator[Chunk, None]:
+        """Apply the policy: denied calls get their result in ``results``; ``prompt`` calls wait."""
+        assert self.policy is not None
+        asked = []
+        for call in calls:
+            verdict = self.policy.decide(call)
+            if verdict.decision == "deny":
+                why = f"policy rule {verdict.rule}" + (f": {verdict.reason}" if verdict.reason else "")
+                results[call.id] = _denied(call, f"denied by {why}", verdict.reason)
+                yield ToolResultChunk(results[call.id])
+            elif verdict.decision == "prompt":
+                asked.append((call, verdict))
+        if not asked:
+            return
+        loop = asyncio.get_running_loop()
+        futures = {call.id: loop.create_future() for call, _ in asked}
+        self._pending.update(futures)
+        try:
+            yield self._to(AgentState.WAITING_FOR_USER, f"{len(asked)} tool call(s) need approval")
+            for call, verdict in asked:
+                yield ApprovalRequest(call=call, rule=verdict.rule, reason=verdict.reason)
+            await asyncio.wait(futures.values(), timeout=self.approval_timeout_s)
+        except BaseException:
+            # The run was cancelled or its reader went away while waiting: every call of the
+            # turn still gets a result, so the history stays one a provider accepts.
+            for call in calls:
+                r = results.get(call.id) or _interrupted(call, "the run ended while tool calls waited for approval")
+                self.context.append(ToolMessage.from_result(r))
+            raise
+        finally:
+            for call_id in futures:
+                self._pending.pop(call_id, None)
+        if self.state is not AgentState.SHUTDOWN:
+            yield self._to(AgentState.EXECUTING_TOOLS, "approvals answered")
+        for call, _ in asked:
+            future = futures[call.id]
+            if future.done():
+                answer = future.result()
+            else:
+                future.cancel()
+                why = f"no answer within {self.approval_timeout_s} s"
+                answer = (f"denied: {why}", why)
+            if answer is not None:
+                results[call.id] = _denied(call, *answer)
+                yield ToolResultChunk(results[call.id])
+
+    @property
+    def pending_approvals(self) -> list[str]:
+        """Ids of the tool calls waiting for :meth:`approve` / :meth:`deny`, in request order."""
+        return [call_id for call_id, f in self._pending.items() if not f.done()]
+
+    def approve(self, call_id: str) -> None:
+        """Let a call that waits for approval run.
+
+        Raises
+        ------
+        ApprovalError
+            ``call_id`` is not waiting (unknown, already answered, or its run ended).
+        """
+        self._answer(call_id, None)
+
+    def deny(self, call_id: str, reason: str = "") -> None:
+        """Refuse a call that waits for approval; the model gets a ``"denied"`` error result
+        (``"denied by the user: <reason>"``) and the run goes on.
+
+        Raises
+        ------
+        ApprovalError
+            ``call_id`` is not waiting (unknown, already answered, or its run ended).
+        """
+        self._answer(call_id, ("denied by the user" + (f": {reason}" if reason else ""), reason))
+
+    def _answer(self, call_id: str, answer: tuple[str, str] | None) -> None:
+        future = self._pending.get(call_id)
+        if future is None or future.done():
+            raise ApprovalError(call_id, self.pending_approvals)
+        future.set_result(answer)
 
     def shutdown(self) -> None:
         if self.state is not AgentState.SHUTDOWN:
             self.machine.to(AgentState.SHUTDOWN, "shutdown")
+        for call_id in self.pending_approvals:
+            self._answer(call_id, ("denied: the session was shut down", "the session was shut down"))
+
+
+def _denied(call: ToolCall, message: str, reason: str) -> ToolResult:
+    err = ToolDenied(message, tool=call.name, call_id=call.id, reason=reason)
+    return ToolResult(
+        call_id=call.id, name=call.name, content=str(err), is_error=True, error_kind=err.kind, attempts=0
+    )
+
+
+def _interrupted(call: ToolCall, why: str) -> ToolResult:
+    return ToolResult(
+        call_id=call.id, name=call.name, content=f"interrupted: {why}", is_error=True,
+        error_kind="interrupted", attempts=0,
+    )

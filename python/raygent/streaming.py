@@ -22,6 +22,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 import msgspec
 
 from raygent.messages import (
+    ApprovalRequest,
     Chunk,
     Done,
     ReasoningDelta,
@@ -51,6 +52,7 @@ CHUNK_KINDS: dict[str, type] = {
     "error": StreamError,
     "tool_result": ToolResultChunk,
     "state": StateChange,
+    "approval_request": ApprovalRequest,
 }
 
 # Batch bounds across Ray (chunks per batch, and the longest a chunk waits in a batch, ms).
