@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from raygent.messages import (
+    ApprovalRequest,
     Chunk,
     Done,
     Message,
@@ -33,6 +34,7 @@ from raygent.messages import (
     encode,
 )
 from raygent.pipeline import ToolPipeline
+from raygent.policy import Policy
 from raygent.predictor import Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
@@ -58,9 +60,13 @@ class AgentSpec(msgspec.Struct, frozen=True):
     flush_interval_ms: float = DEFAULT_FLUSH_INTERVAL_MS
     # False: whole responses from the provider (see Session's ``stream``).
     stream: bool = True
+    # Decides each tool call (allow / prompt / deny); None runs every call.
+    policy: Policy | None = None
+    approval_timeout_s: float | None = None
 
 
-_FLUSH_NOW = (ToolCallEnd, ToolResultChunk, Done, StateChange)
+# An ApprovalRequest must reach the caller at once: the run waits for the answer.
+_FLUSH_NOW = (ToolCallEnd, ToolResultChunk, Done, StateChange, ApprovalRequest)
 
 
 class ToolActor:
@@ -165,6 +171,8 @@ class AgentActor:
             budget_tokens=self.spec.budget_tokens,
             max_turns=self.spec.max_turns,
             stream=self.spec.stream,
+            policy=self.spec.policy,
+            approval_timeout_s=self.spec.approval_timeout_s,
         )
 
     async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult]:
@@ -213,6 +221,19 @@ class AgentActor:
         if batch:
             yield encode(batch)
 
+    # async: this actor's methods share one event loop, so an answer arrives while ``run`` is
+    # suspended waiting for it.
+    async def approve(self, call_id: str) -> None:
+        """Let a call waiting for approval run (:meth:`Session.approve`)."""
+        self.session.approve(call_id)
+
+    async def deny(self, call_id: str, reason: str = "") -> None:
+        """Refuse a call waiting for approval (:meth:`Session.deny`)."""
+        self.session.deny(call_id, reason)
+
+    async def pending_approvals(self) -> list[str]:
+        return self.session.pending_approvals
+
     def history(self) -> bytes:
         return encode(self.session.context.history)
 
@@ -227,7 +248,8 @@ class AgentActor:
             "transitions": [(t.source.value, t.target.value, t.trigger) for t in s.machine.history],
         }
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        # async for the same reason as approve: it answers pending approvals on the loop.
         self.session.shutdown()
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from raygent.errors import RaygentError
 from raygent.messages import (
+    ApprovalRequest,
     TextDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -54,8 +55,22 @@ def run(
     address: Annotated[
         Optional[str], typer.Option(help="Ray cluster to join (default: RAY_ADDRESS or a new local one).")
     ] = None,
+    policy: Annotated[
+        Optional[Path],
+        typer.Option(help="Tool policy TOML file (default: WORKSPACE/.raygent/policy.toml if present)."),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Approve every tool call the policy says to ask about.")
+    ] = False,
+    no_input: Annotated[
+        bool, typer.Option("--no-input", help="Never ask: deny every tool call the policy says to ask about.")
+    ] = False,
 ) -> None:
-    """Run one agent session and stream its text and tool calls as they happen."""
+    """Run one agent session and stream its text and tool calls as they happen.
+
+    A tool call the policy marks 'prompt' is shown and asked about on the terminal (y/n, then
+    an optional reason for the model when denied); end of input denies it.
+    """
     import raygent
 
     # soft_wrap: long lines (tool arguments, paths) stay whole instead of being cut at 80 columns.
@@ -64,7 +79,11 @@ def run(
     started = time.perf_counter()
     try:
         raygent.init(address=address)
-        agent = raygent.Agent(workspace=workspace, model=model, base_url=base_url, max_turns=max_turns)
+        if yes and no_input:
+            raise ValueError("--yes and --no-input exclude each other")
+        agent = raygent.Agent(
+            workspace=workspace, model=model, base_url=base_url, max_turns=max_turns, policy=policy
+        )
     except (RaygentError, ValueError, OSError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
@@ -103,6 +122,12 @@ def run(
             elif isinstance(chunk, Usage):
                 tokens_in += chunk.input_tokens
                 tokens_out += chunk.output_tokens
+            elif isinstance(chunk, ApprovalRequest):
+                approved, reason = _ask(out, chunk, yes=yes, no_input=no_input)
+                if approved:
+                    agent.approve(chunk.call.id)
+                else:
+                    agent.deny(chunk.call.id, reason)
     except RaygentError as e:
         kind = getattr(e, "kind", type(e).__name__)
         reason = (str(e).splitlines() or [""])[0]
@@ -118,6 +143,28 @@ def run(
         f"tokens {tokens_in:,} in / {tokens_out:,} out · wall time {wall_s:.2f} s · "
         f"state {status['state']}"
     )
+
+
+def _ask(out: Console, request: ApprovalRequest, *, yes: bool, no_input: bool) -> tuple[bool, str]:
+    """(approved, reason for the model) for one call, from the flags or the terminal."""
+    from rich.prompt import Confirm, Prompt
+
+    call = request.call
+    shown = call.arguments.get("command") if call.name == "run_command" else None
+    what = shown if isinstance(shown, str) else json.dumps(call.arguments, ensure_ascii=False)
+    why = f" ({request.reason})" if request.reason else ""
+    out.print(f"[bold yellow]? approve {call.name}[/] [dim]{request.rule}{why}[/]")
+    out.print(f"    {what}", markup=False)
+    if yes or no_input:
+        out.print("  approved (--yes)" if yes else "  denied (--no-input)")
+        return yes, "" if yes else "the user runs without input (--no-input)"
+    try:
+        if Confirm.ask("  run it?", console=out, default=False):
+            return True, ""
+        return False, Prompt.ask("  reason for the model (optional)", console=out, default="", show_default=False)
+    except EOFError:  # stdin closed: nobody to ask
+        out.print("\n  denied (end of input)")
+        return False, "nobody answered (end of input)"
 
 
 @app.command()

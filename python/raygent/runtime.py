@@ -23,6 +23,7 @@ import ray
 from raygent.actors import AgentActor, AgentSpec, PredictorActor, ToolActor, decode_history
 from raygent.errors import AgentError, RaygentError
 from raygent.messages import (
+    ApprovalRequest,
     AssistantMessage,
     Chunk,
     Message,
@@ -35,10 +36,11 @@ from raygent.messages import (
     decode,
     encode,
 )
+from raygent.policy import POLICY_FILE, Policy, load_policy
 from raygent.providers._ratelimit import RateLimits
 from raygent.providers._spec import resolve_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT
-from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, Stream
+from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, Stream, _gather
 from raygent.tools import Tool, tool
 
 __all__ = ["init", "shutdown", "Agent", "RunResult"]
@@ -146,11 +148,22 @@ class Agent:
     stream : bool, default True
         False asks the model for whole responses instead of streamed ones (same history and
         tool calls; :meth:`stream` then delivers each response's chunks at once).
+    policy : Policy, str or Path, optional
+        Decides each tool call: ``allow``, ``prompt`` (the run waits for :meth:`approve` /
+        :meth:`deny`) or ``deny`` (see :mod:`raygent.policy`). A path is read as a policy
+        TOML file. Default: ``<workspace>/.raygent/policy.toml`` when it exists, else every
+        call is allowed.
+    approval_timeout_s : float, optional
+        How long a call waits for an answer before it is denied (seconds); None waits
+        for as long as it takes.
 
     Raises
     ------
     NotADirectoryError
         ``workspace`` is not a directory.
+    PolicyError
+        The policy file cannot be read or is not a valid policy (the message names the file
+        and the problem).
     ValueError
         An endpoint is configured without a model name, or a tool's name is taken (by a
         built-in, or by another tool of the workspace with a different schema).
@@ -171,11 +184,16 @@ class Agent:
         tools: Sequence[Tool | Callable[..., Any]] = (),
         stream: bool = True,
         rate_limits: RateLimits | None = None,
+        policy: Policy | str | os.PathLike[str] | None = None,
+        approval_timeout_s: float | None = None,
     ) -> None:
         root = Path(workspace).resolve()
         if not root.is_dir():
             raise NotADirectoryError(f"workspace {str(root)!r} is not a directory")
         self.workspace = root
+        if policy is None and (root / POLICY_FILE).is_file():
+            policy = root / POLICY_FILE
+        self.policy = policy if policy is None or isinstance(policy, Policy) else load_policy(policy)
         provider = resolve_provider(model, base_url=base_url, api_key=api_key, headers=headers)
         if rate_limits is not None:
             provider = msgspec.structs.replace(provider, rate_limits=rate_limits)
@@ -206,6 +224,8 @@ class Agent:
             budget_tokens=budget_tokens,
             max_turns=max_turns,
             stream=stream,
+            policy=self.policy,
+            approval_timeout_s=approval_timeout_s,
         )
         self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
 
@@ -266,8 +286,20 @@ class Agent:
         Ray objects instead of blocking the event loop)."""
         return self.stream(prompt, **options)
 
-    def run(self, prompt: str) -> RunResult:
+    def run(
+        self, prompt: str, *, on_approval: Callable[[ApprovalRequest], bool | str] | None = None
+    ) -> RunResult:
         """Run ``prompt`` to its final answer.
+
+        Parameters
+        ----------
+        prompt : str
+            The user's message.
+        on_approval : callable, optional
+            Asked for each tool call the policy marks ``prompt``: ``on_approval(request) ->
+            True`` approves it, ``False`` denies it, a ``str`` denies it with that reason for
+            the model. Without it, such calls are denied (reason: no approver), so a run
+            without a person never blocks; the model sees the refusal and goes on.
 
         Raises
         ------
@@ -275,7 +307,20 @@ class Agent:
             As for :meth:`stream`.
         """
         started = time.perf_counter()
-        got = self.stream(prompt).collect()
+        chunks: list[Chunk] = []
+        for chunk in self.stream(prompt):
+            chunks.append(chunk)
+            if isinstance(chunk, ApprovalRequest):
+                answer = (
+                    on_approval(chunk)
+                    if on_approval is not None
+                    else "no approver: Agent.run was called without on_approval"
+                )
+                if answer is True:
+                    self.approve(chunk.call.id)
+                else:
+                    self.deny(chunk.call.id, reason=answer if isinstance(answer, str) else "")
+        got = _gather(chunks)
         wall_ms = (time.perf_counter() - started) * 1000.0
         history = self.history()
         last_user = max(i for i, m in enumerate(history) if isinstance(m, UserMessage))
@@ -290,6 +335,32 @@ class Agent:
             wall_ms=wall_ms,
             model=self.model,
         )
+
+    def approve(self, call_id: str) -> None:
+        """Let a tool call run that waits for approval (announced by an
+        :class:`~raygent.messages.ApprovalRequest` chunk of the stream being read).
+
+        Raises
+        ------
+        ApprovalError
+            ``call_id`` is not waiting (unknown, already answered, or its run ended).
+        """
+        _get(self._actor.approve.remote(call_id))
+
+    def deny(self, call_id: str, reason: str = "") -> None:
+        """Refuse a tool call that waits for approval: the model gets an error result of kind
+        ``"denied"`` carrying ``reason``, and the run goes on with its next turn.
+
+        Raises
+        ------
+        ApprovalError
+            ``call_id`` is not waiting (unknown, already answered, or its run ended).
+        """
+        _get(self._actor.deny.remote(call_id, reason))
+
+    def pending_approvals(self) -> list[str]:
+        """Ids of the tool calls waiting for :meth:`approve` / :meth:`deny`."""
+        return _get(self._actor.pending_approvals.remote())
 
     def history(self) -> list[Message]:
         """The full conversation so far (system prompt first)."""
