@@ -100,6 +100,20 @@ class Session:
     approval_timeout_s : float, optional
         How long a ``prompt`` call waits for :meth:`approve` / :meth:`deny` before it is denied
         (seconds); None waits for as long as it takes.
+    compact_threshold : float or None, default 0.9
+        Before each model response, when the conversation not yet summarized costs more than
+        this fraction of ``budget_tokens``, the oldest turns are summarized by ``provider``
+        (:meth:`~raygent.context.Context.compact`, down to half the budget) and the window
+        shows the summary in their place. When the provider fails or returns no text, the
+        window falls back to trimming (oldest turns left out), and the run goes on. ``None``
+        never compacts. Either way the full history is kept: ``context.history`` returns
+        every message as appended; the window is only a view.
+    on_generate : callable, optional
+        ``on_generate()``, called as each model response starts (after the prompt is added,
+        and after each round of tool results), before the provider is asked. A hint hook:
+        ``AgentActor`` uses it to start speculative execution of predicted calls while the
+        model thinks. It must return at once (schedule work, never wait); what it raises
+        propagates.
     """
 
     def __init__(
@@ -114,13 +128,21 @@ class Session:
         stream: bool = True,
         policy: Policy | None = None,
         approval_timeout_s: float | None = None,
+        compact_threshold: float | None = 0.9,
+        on_generate: Callable[[], None] | None = None,
     ) -> None:
         self.provider = provider
         self.stream = stream
         self.run_tools = run_tools
         self.tool_schemas = list(tool_schemas)
         self.max_turns = max_turns
-        self.context = Context(system_prompt=system_prompt, budget_tokens=budget_tokens)
+        self.compact = compact_threshold is not None
+        self.on_generate = on_generate
+        self.context = Context(
+            system_prompt=system_prompt,
+            budget_tokens=budget_tokens,
+            compact_threshold=compact_threshold if compact_threshold is not None else 1.0,
+        )
         self.machine = StateMachine()
         self.stats = SessionStats()
         self.policy = policy
@@ -191,6 +213,12 @@ class Session:
         )
 
     async def _respond(self) -> AsyncIterator[Chunk]:
+        if self.on_generate is not None:
+            self.on_generate()
+        if self.compact and self.context.needs_compaction():
+            # A failed summary is counted in context.compaction_failures; the window then
+            # trims instead, so the turn goes on either way.
+            await self.context.compact(self.provider)
         window = self.context.window()
         if self.stream:
             async for chunk in self.provider.stream(window, self.tool_schemas):
