@@ -147,6 +147,14 @@ class ResultCache:
         self.hits += 1
         return e.value
 
+    def peek(self, key: bytes) -> bool:
+        """Whether ``key`` has a fresh entry, without counting a hit or a miss or touching its
+        recency (for callers deciding whether to compute a value, not using it)."""
+        e = self._entries.get(key)
+        if e is None or self._clock() >= e.expires:
+            return False
+        return not (e.stamps and file_stamps(e.paths, self.root) != e.stamps)
+
     def put(
         self,
         key: bytes,

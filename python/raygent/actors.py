@@ -14,6 +14,9 @@ Struct.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,7 +38,7 @@ from raygent.messages import (
 )
 from raygent.pipeline import ToolPipeline
 from raygent.policy import Policy
-from raygent.predictor import Predictor, ToolEvent
+from raygent.predictor import Hints, Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS
@@ -63,6 +66,19 @@ class AgentSpec(msgspec.Struct, frozen=True):
     # Decides each tool call (allow / prompt / deny); None runs every call.
     policy: Policy | None = None
     approval_timeout_s: float | None = None
+    # Summarize older turns past this fraction of budget_tokens; None never (Session).
+    compact_threshold: float | None = 0.9
+    # Speculative execution: as each model response starts, predicted read-only calls whose
+    # confidence P(tool) x P(arguments | tool) is at least this (and that the policy allows
+    # without asking) run at low priority on the ToolActor, so their results wait in its
+    # cache; None turns speculation off (adaptive timeouts still apply). predictor-eval
+    # prints what a threshold would have run and hit on recorded runs.
+    speculation_threshold: float | None = 0.5
+    # Adaptive timeouts sent with the same hints: max(floor, margin x p99) seconds per action
+    # once it was seen timeout_min_samples times; they only ever lower a tool's timeout.
+    timeout_floor_s: float = 5.0
+    timeout_margin: float = 3.0
+    timeout_min_samples: int = 20
 
 
 # An ApprovalRequest must reach the caller at once: the run waits for the answer.
@@ -125,9 +141,22 @@ class ToolActor:
         return [t.schema for t in tools]
 
     def metrics(self) -> dict[str, Any]:
-        """The pipeline's counters: calls, executions, retries, breakers, cache (see
-        :meth:`raygent.pipeline.ToolPipeline.metrics`)."""
+        """The pipeline's counters: calls, executions, retries, breakers, cache, speculation
+        (see :meth:`raygent.pipeline.ToolPipeline.metrics`)."""
         return self.pipeline.metrics()
+
+    async def apply_hints(self, hints: bytes, session_id: str) -> int:
+        """Take the predictor's encoded :class:`~raygent.predictor.Hints` for a session: set
+        the adaptive timeouts and run the speculative calls (read-only tools only, ``low``
+        priority; results go to the cache). Returns the number of calls executed."""
+        h = decode(hints, Hints)
+        if h.timeouts_s:
+            self.pipeline.set_adaptive_timeouts(h.timeouts_s)
+        calls = [
+            ToolCall(f"speculative-{session_id}-{i}", c.tool, c.arguments)
+            for i, c in enumerate(h.speculative)
+        ]
+        return len(await self.pipeline.prefetch(calls, session_id=session_id))
 
     async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
         """Streaming generator: one encoded ToolResult per call, as each finishes."""
@@ -148,6 +177,11 @@ class PredictorActor:
     def next_tools(self, after: str | None, k: int = 3) -> list[tuple[str, float]]:
         return self.predictor.next_tools(after, k=k)
 
+    def hints(self, session_id: str, options: dict[str, Any]) -> bytes:
+        """Encoded :class:`~raygent.predictor.Hints` for the session's next step; ``options``
+        are :meth:`~raygent.predictor.Predictor.hints`' keyword arguments."""
+        return encode(self.predictor.hints(session_id, **options))
+
     def snapshot(self) -> dict[str, Any]:
         return self.predictor.snapshot()
 
@@ -156,13 +190,24 @@ class PredictorActor:
         self.predictor.end_session(session_id)
 
 
+_log = logging.getLogger(__name__)
+
+
 class AgentActor:
-    """One session's turn loop; tools run on ``tool_actor``, events go to ``predictor``."""
+    """One session's turn loop; tools run on ``tool_actor``, events go to ``predictor``.
+
+    As each model response starts, the actor asks the predictor for hints in the background
+    (nothing waits on them) and hands them to the tool actor: speculative read-only calls run
+    at low priority into its cache, and adaptive timeouts (see :class:`AgentSpec`).
+    Speculative calls never enter the session's history.
+    """
 
     def __init__(self, spec: bytes, tool_actor: Any, predictor: Any, tool_schemas: list[dict]) -> None:
         self.spec = decode(spec, AgentSpec)
         self.tool_actor = tool_actor
         self.predictor = predictor
+        self._hint_tasks: set[asyncio.Task[None]] = set()
+        self.hint_failures = 0
         self.session = Session(
             provider=make_provider(self.spec.provider),
             run_tools=self._run_tools,
@@ -173,17 +218,42 @@ class AgentActor:
             stream=self.spec.stream,
             policy=self.spec.policy,
             approval_timeout_s=self.spec.approval_timeout_s,
+            compact_threshold=self.spec.compact_threshold,
+            on_generate=self._start_hints,
         )
+
+    def _start_hints(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._hints())
+        self._hint_tasks.add(task)
+        task.add_done_callback(self._hint_tasks.discard)
+
+    async def _hints(self) -> None:
+        spec = self.spec
+        options = {
+            "threshold": math.inf if spec.speculation_threshold is None else spec.speculation_threshold,
+            "timeout_floor_s": spec.timeout_floor_s,
+            "timeout_margin": spec.timeout_margin,
+            "timeout_min_samples": spec.timeout_min_samples,
+        }
+        try:
+            hints = decode(await self.predictor.hints.remote(spec.session_id, options), Hints)
+            allowed = [c for c in hints.speculative if self.session.may_speculate(c.tool, c.arguments)]
+            hints = msgspec.structs.replace(hints, speculative=allowed)
+            self.tool_actor.apply_hints.remote(encode(hints), spec.session_id)
+        except Exception as e:  # a hint is optional: a dead predictor must not stop the turn
+            self.hint_failures += 1
+            _log.warning("session %s: no hints from the predictor: %s", spec.session_id, e)
 
     async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult]:
         refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls))
+        by_id = {c.id: c for c in calls}
         events = []
         try:
             async for ref in refs:
                 result = decode(await ref, ToolResult)
-                events.append(
-                    ToolEvent(self.spec.session_id, result.name, result.duration_ms, not result.is_error)
-                )
+                call = by_id.get(result.call_id)
+                if call is not None:
+                    events.append(ToolEvent.of(self.spec.session_id, call, result))
                 yield result
         finally:
             if events:
@@ -246,6 +316,9 @@ class AgentActor:
             "error_kind": s.machine.error_kind,
             "stats": msgspec.to_builtins(s.stats),
             "transitions": [(t.source.value, t.target.value, t.trigger) for t in s.machine.history],
+            "compactions": s.context.compactions,
+            "compaction_failures": s.context.compaction_failures,
+            "hint_failures": self.hint_failures,
         }
 
     async def shutdown(self) -> None:

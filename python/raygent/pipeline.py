@@ -10,8 +10,11 @@ A call goes through, in order:
    ``error_kind="circuit_open"``.
 3. **Priority queue**: ``critical``, ``high``, ``normal``, ``low``; a call starts when a global
    slot and a slot of its tool are free, the highest priority first (FIFO within a priority).
-4. **Timeout**: the tool's ``timeout_s`` or the pipeline default; on expiry the call's coroutine is
-   cancelled, which makes ``run_command`` kill its whole process group.
+4. **Timeout**: the tool's ``timeout_s`` or the pipeline default, lowered to the *adaptive*
+   timeout of the call's action when one is set (:meth:`ToolPipeline.set_adaptive_timeouts`:
+   the runtime derives it from the predictor's observed p99 duration; it never raises the
+   configured timeout); on expiry the call's coroutine is cancelled, which makes
+   ``run_command`` kill its whole process group.
 5. **Retries**: a :class:`~raygent.errors.RetryableToolError` (any ``ToolError`` with
    ``retryable = True``) is retried up to ``max_retries`` times with exponential backoff and
    jitter; the result's ``attempts`` says how many runs it took.
@@ -32,6 +35,13 @@ when its paths are unknown) when it starts and again when it ends, and bumps a w
 read-only execution stores its result only if no mutating call started or ended while it ran, and
 a call joins an in-flight execution only if that started in the current epoch, so a read that
 begins after a write has finished never sees content from before it.
+
+**Speculative execution** (:meth:`ToolPipeline.prefetch`). Predicted read-only calls run at
+``low`` priority before the model asks for them, through the same single-flight and cache, so
+a real call that comes next is answered from the cache or joins the speculative run
+(``cached=True`` either way). A mutating or unknown tool is never run speculatively. Metrics
+count speculative executions, hits (real calls they answered) and waste (those no real call
+used before the session's next speculation round, or that failed or were invalidated).
 
 Every result leaves the pipeline as a :class:`~raygent.messages.ToolResult`; a failure (unknown
 tool, bad arguments, sandbox refusal, timeout, open breaker, cancellation, any exception) becomes
@@ -62,6 +72,7 @@ from raygent._cache import ALL_PATHS, ResultCache, canonical_key, file_stamps, p
 from raygent._native import strip_ansi
 from raygent.errors import SandboxViolation, ToolError, ToolNotFound, ToolTimeout
 from raygent.messages import ToolCall, ToolResult
+from raygent.predictor import action_of
 from raygent.tools._workspace import Workspace
 
 __all__ = ["ToolPipeline", "ToolLike", "PRIORITIES", "plan_steps", "cap_output", "call_paths"]
@@ -375,6 +386,12 @@ class ToolPipeline:
         self._turns: dict[str, list[asyncio.Task[ToolResult]]] = {}
         self._counts: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
+        self._adaptive_timeouts_s: dict[str, float] = {}
+        # Speculative results not used yet: cache key -> session id; and per session the keys
+        # of its latest speculation round (unused ones become waste at its next round).
+        self._spec_unused: dict[bytes, str] = {}
+        self._spec_rounds: dict[str, set[bytes]] = {}
+        self._spec: Counter[str] = Counter()
 
     # --- one call ----------------------------------------------------------------------------
 
@@ -421,6 +438,7 @@ class ToolPipeline:
             return await self._execute(call, tool, rank, started)
         key = canonical_key(call.name, args)
         hit = self.cache.get(key)
+        self._use_speculation(key, served=hit is not None or (key, self._epoch) in self._flights)
         if hit is not None:
             return msgspec.structs.replace(
                 hit,
@@ -430,6 +448,12 @@ class ToolPipeline:
                 duration_ms=(time.perf_counter() - started) * 1000.0,
             )
         return await self._join_flight(call, tool, rank, started, key, paths)
+
+    def _use_speculation(self, key: bytes, *, served: bool) -> None:
+        """A real call for ``key`` arrived: a hit when a speculative result serves it, waste
+        when one was made but is gone (invalidated, expired or evicted)."""
+        if self._spec_unused.pop(key, None) is not None:
+            self._spec["hits" if served else "wasted"] += 1
 
     def _canonical_args(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(arguments)
@@ -574,8 +598,34 @@ class ToolPipeline:
             if not verdict:
                 breaker.release()
 
+    def timeout_for(self, call: ToolCall) -> float:
+        """Seconds ``call`` may run: the tool's ``timeout_s`` (else the pipeline default),
+        lowered to the adaptive timeout of its action (:func:`raygent.predictor.action_of`)
+        when one is set, unless the call names its own ``timeout_s`` argument (the model
+        chose a limit for this call, e.g. a long test run)."""
+        tool = self.tools.get(call.name)
+        configured = self.default_timeout_s if tool is None or tool.timeout_s is None else tool.timeout_s
+        if "timeout_s" in call.arguments:
+            return configured
+        adaptive = self._adaptive_timeouts_s.get(action_of(call.name, call.arguments))
+        return configured if adaptive is None else min(configured, adaptive)
+
+    def set_adaptive_timeouts(self, timeouts_s: Mapping[str, float]) -> None:
+        """Replace the adaptive timeouts: action (tool name, or the program a shell tool runs)
+        -> seconds. Each only ever lowers the configured timeout (see :meth:`timeout_for`).
+
+        Raises
+        ------
+        ValueError
+            If a timeout is not a positive finite number (nothing is changed then).
+        """
+        for action, t in timeouts_s.items():
+            if not 0 < t < float("inf"):
+                raise ValueError(f"adaptive timeout of {action!r} must be positive and finite, got {t}")
+        self._adaptive_timeouts_s = dict(timeouts_s)
+
     async def _invoke(self, call: ToolCall, tool: ToolLike) -> str:
-        timeout_s = tool.timeout_s if tool.timeout_s is not None else self.default_timeout_s
+        timeout_s = self.timeout_for(call)
         try:
             # asyncio.timeout, not wait_for: no extra task per call. On expiry the tool's
             # coroutine is cancelled in place (run_command kills its process group).
@@ -656,6 +706,59 @@ class ToolPipeline:
         path = directory / f"{stem}-{time.time_ns():x}.txt"
         Path(path).write_bytes(data)
         return path.relative_to(self.workspace.root).as_posix()
+
+    # --- speculation -------------------------------------------------------------------------
+
+    async def prefetch(self, calls: Sequence[ToolCall], *, session_id: str = "") -> list[ToolResult]:
+        """Run predicted read-only calls ahead of the model, so their results wait in the cache.
+
+        Parameters
+        ----------
+        calls : sequence of ToolCall
+            Predicted calls (ids are only for the results returned here; nothing of them
+            reaches a conversation).
+        session_id : str, default ""
+            The session they were predicted for. Its previous round's results that no real
+            call used are counted as wasted now: a prediction is for the model's next step.
+
+        Returns
+        -------
+        list of ToolResult
+            The results of the calls that were executed (at ``low`` priority). A call is
+            skipped when its tool is unknown or not read-only (never run speculatively), when
+            the cache is off, or when its result is already cached or being computed.
+        """
+        for key in self._spec_rounds.pop(session_id, ()):
+            if self._spec_unused.pop(key, None) is not None:
+                self._spec["wasted"] += 1
+        keys: set[bytes] = set()
+        self._spec_rounds[session_id] = keys
+        started = time.perf_counter()
+        runs: list[tuple[bytes, Awaitable[ToolResult]]] = []
+        for call in calls:
+            tool = self.tools.get(call.name)
+            if tool is None or not tool.read_only or self.cache is None:
+                self._spec["refused"] += 1
+                continue
+            args = self._canonical_args(call.arguments)
+            paths = call_paths(args, read_only=True)
+            if paths is None:
+                self._spec["refused"] += 1
+                continue
+            key = canonical_key(call.name, args)
+            if key in keys or (key, self._epoch) in self._flights or self.cache.peek(key):
+                self._spec["skipped"] += 1
+                continue
+            self._spec["executed"] += 1
+            self._spec_unused[key] = session_id
+            keys.add(key)
+            runs.append((key, self._join_flight(call, tool, PRIORITIES["low"], started, key, paths)))
+        results = list(await asyncio.gather(*(run for _, run in runs)))
+        for (key, _), result in zip(runs, results):
+            # A failure is not cached: nothing is left for a real call to use.
+            if result.is_error and self._spec_unused.pop(key, None) is not None:
+                self._spec["wasted"] += 1
+        return results
 
     # --- turns -------------------------------------------------------------------------------
 
@@ -779,7 +882,10 @@ class ToolPipeline:
             an identical call in flight), ``errors`` (by kind), ``running`` and ``queued`` (now),
             ``breakers`` (tool -> ``{"state", "opened"}``) and ``cache`` (``hits``, ``misses``,
             ``evictions``, ``expirations``, ``invalidations``, ``entries``, ``bytes``; empty when
-            the cache is off).
+            the cache is off), ``speculative`` (:meth:`prefetch`: ``executed``, ``hits`` (real
+            calls answered by a speculative result), ``wasted`` (results no real call used),
+            ``pending`` (results that may still be used), ``skipped`` (already cached or
+            running), ``refused`` (mutating or unknown tools)) and ``adaptive_timeouts_s``.
         """
         return {
             "calls": self._counts["calls"],
@@ -795,4 +901,13 @@ class ToolPipeline:
                 name: {"state": b.state, "opened": b.opened_count} for name, b in self._breakers.items()
             },
             "cache": self.cache.stats() if self.cache is not None else {},
+            "speculative": {
+                "executed": self._spec["executed"],
+                "hits": self._spec["hits"],
+                "wasted": self._spec["wasted"],
+                "pending": len(self._spec_unused),
+                "skipped": self._spec["skipped"],
+                "refused": self._spec["refused"],
+            },
+            "adaptive_timeouts_s": dict(self._adaptive_timeouts_s),
         }

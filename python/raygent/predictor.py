@@ -43,7 +43,7 @@ Methods followed
   is a literal repeat. Its confidence is the template's share of the tool's calls; a second
   source, "same arguments as this tool's last call in the session", competes with its own
   online hit rate.
-- **Durations**: per tool, an exponentially weighted moving average (``alpha = 0.2``) and the
+- **Durations**: per action (a tool, or the program a shell tool ran), an exponentially weighted moving average (``alpha = 0.2``) and the
   p95 and p99 by the P² algorithm (Jain & Chlamtac, "The P² algorithm for dynamic calculation
   of quantiles and histograms without storing observations", CACM 28(10), 1985): five markers
   adjusted by piecewise-parabolic interpolation, O(1) memory; success rates by counting.
@@ -61,6 +61,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from raygent.messages import ToolCall, ToolResult
+
 __all__ = [
     "DEFAULT_READ_ONLY_TOOLS",
     "SHELL_TOOLS",
@@ -71,6 +73,7 @@ __all__ = [
     "ToolEvent",
     "ToolStats",
     "EvalReport",
+    "Hints",
     "evaluate",
 ]
 
@@ -127,6 +130,18 @@ class ToolEvent(msgspec.Struct, frozen=True):
     arguments: dict[str, Any] = {}
     result_excerpt: str = ""
 
+    @classmethod
+    def of(cls, session_id: str, call: ToolCall, result: ToolResult) -> ToolEvent:
+        """The event of one finished call: its duration, outcome, arguments and result start."""
+        return cls(
+            session_id,
+            call.name,
+            result.duration_ms,
+            not result.is_error,
+            dict(call.arguments),
+            result.content[:_EXCERPT_CHARS],
+        )
+
 
 class PredictedCall(msgspec.Struct, frozen=True):
     """A call the predictor expects next: tool, arguments and ``confidence`` in [0, 1]."""
@@ -134,6 +149,21 @@ class PredictedCall(msgspec.Struct, frozen=True):
     tool: str
     arguments: dict[str, Any]
     confidence: float
+
+
+class Hints(msgspec.Struct, frozen=True):
+    """What the runtime asks the predictor for between turns (:meth:`Predictor.hints`).
+
+    Attributes
+    ----------
+    speculative : list of PredictedCall
+        Read-only calls worth running before the model asks for them.
+    timeouts_s : dict of str to float
+        Adaptive timeout per action (seconds), for actions with enough observed durations.
+    """
+
+    speculative: list[PredictedCall] = []
+    timeouts_s: dict[str, float] = {}
 
 
 class P2Quantile:
@@ -470,9 +500,9 @@ class Predictor:
             s.last_args[event.tool] = canon
             self._templates[event.tool][_template(event.arguments, s.paths)] += 1
             s.paths = _paths(event.result_excerpt)
-        st = self.stats.get(event.tool)
+        st = self.stats.get(action)
         if st is None:
-            st = self.stats[event.tool] = ToolStats()
+            st = self.stats[action] = ToolStats()
         st.add(event.duration_ms, event.ok)
 
     def end_session(self, session_id: str) -> None:
@@ -721,6 +751,62 @@ class Predictor:
     def mean_duration_ms(self, tool: str) -> float | None:
         st = self.stats.get(tool)
         return st.mean_duration_ms if st else None
+
+    def adaptive_timeouts_s(
+        self, *, floor_s: float = 5.0, margin: float = 3.0, min_samples: int = 20
+    ) -> dict[str, float]:
+        """Adaptive timeout of every action seen at least ``min_samples`` times.
+
+        ``max(floor_s, margin * p99)`` seconds, p99 being the action's observed p99 duration
+        (P², see the module docs). An action is a tool, or the program a shell tool ran
+        (:func:`action_of`): ``ls`` and ``pytest`` through one shell are timed apart. The
+        pipeline only ever uses these to *lower* a tool's configured timeout
+        (:meth:`raygent.pipeline.ToolPipeline.set_adaptive_timeouts`), so a slow action
+        keeps its configured limit; a call that hits an adaptive timeout is recorded with
+        that duration, which raises the action's p99 and so its next timeout.
+
+        Parameters
+        ----------
+        floor_s : float, default 5.0
+            Lowest timeout proposed (seconds): fast actions still get room for a slow disk.
+        margin : float, default 3.0
+            Multiple of the p99 allowed.
+        min_samples : int, default 20
+            Observations needed before an action gets a timeout (a p99 from fewer calls is
+            their maximum at best).
+
+        Returns
+        -------
+        dict of str to float
+            Action -> seconds.
+        """
+        out = {}
+        for action, st in self.stats.items():
+            p99 = st.p99.value()
+            if st.calls >= min_samples and p99 is not None:
+                out[action] = max(floor_s, margin * p99 / 1000.0)
+        return out
+
+    def hints(
+        self,
+        session_id: str,
+        *,
+        threshold: float = 0.5,
+        read_only: Collection[str] | None = None,
+        timeout_floor_s: float = 5.0,
+        timeout_margin: float = 3.0,
+        timeout_min_samples: int = 20,
+    ) -> Hints:
+        """Everything the runtime uses between turns, in one answer: the speculative calls
+        of :meth:`speculative_calls` (``threshold``, ``read_only``) and the timeouts of
+        :meth:`adaptive_timeouts_s` (``timeout_floor_s``, ``timeout_margin``,
+        ``timeout_min_samples``)."""
+        return Hints(
+            speculative=self.speculative_calls(session_id, read_only=read_only, threshold=threshold),
+            timeouts_s=self.adaptive_timeouts_s(
+                floor_s=timeout_floor_s, margin=timeout_margin, min_samples=timeout_min_samples
+            ),
+        )
 
     def timeout_s(
         self,

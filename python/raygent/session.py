@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -231,6 +232,14 @@ class Session:
             chunks = [c async for c in self.provider.stream(window, self.tool_schemas)]
         for chunk in chunks:
             yield chunk
+
+    def may_speculate(self, tool: str, arguments: dict[str, Any]) -> bool:
+        """Whether a predicted call may run before the model asks for it: only when the
+        policy would run it without asking (always, without a policy). The tool runner still
+        refuses any tool that is not read-only."""
+        if self.policy is None:
+            return True
+        return self.policy.decide(ToolCall("speculative", tool, arguments)).decision == "allow"
 
     async def _execute(self, calls: list[ToolCall]) -> AsyncGenerator[Chunk, None]:
         results: dict[str, ToolResult] = {}
