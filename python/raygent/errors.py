@@ -26,6 +26,10 @@ __all__ = [
     "PolicyError",
     "ToolDenied",
     "ApprovalError",
+    "TransportError",
+    "StoreError",
+    "SequenceGap",
+    "StoreConflict",
 ]
 
 
@@ -280,3 +284,63 @@ class ApprovalError(RaygentError, LookupError):
         super().__init__(f"tool call {call_id!r} is not waiting for approval (waiting: {waiting})")
         self.call_id = call_id
         self.pending = list(pending)
+class TransportError(RaygentError, ValueError):
+    """A message could not be packed, batched or unpacked for the trip between actors.
+
+    Attributes
+    ----------
+    path : tuple
+        Field names and list indexes from the message root to the value at fault (``()`` when
+        the message as a whole is at fault).
+    """
+
+    def __init__(self, message: str, *, path: tuple = ()) -> None:
+        super().__init__(message)
+        self.path = tuple(path)
+
+
+class StoreError(RaygentError):
+    """A session store could not read or write (the database's own error is the ``__cause__``).
+
+    Attributes
+    ----------
+    session_id : str
+        The session concerned (``""`` for store-wide operations).
+    """
+
+    def __init__(self, message: str, *, session_id: str = "") -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SequenceGap(StoreError):
+    """An append would leave a hole in a session's message sequence; nothing was written.
+
+    Attributes
+    ----------
+    expected : int
+        The next sequence number the session can take.
+    got : int
+        The first sequence number of the refused append.
+    """
+
+    def __init__(self, message: str, *, session_id: str, expected: int, got: int) -> None:
+        super().__init__(message, session_id=session_id)
+        self.expected = expected
+        self.got = got
+
+
+class StoreConflict(StoreError):
+    """A replayed append brought different bytes for a sequence number already stored.
+
+    Nothing of the append was written; the stored history is unchanged.
+
+    Attributes
+    ----------
+    seq : int
+        The sequence number whose stored message differs.
+    """
+
+    def __init__(self, message: str, *, session_id: str, seq: int) -> None:
+        super().__init__(message, session_id=session_id)
+        self.seq = seq
