@@ -284,6 +284,8 @@ class ApprovalError(RaygentError, LookupError):
         super().__init__(f"tool call {call_id!r} is not waiting for approval (waiting: {waiting})")
         self.call_id = call_id
         self.pending = list(pending)
+
+
 class TransportError(RaygentError, ValueError):
     """A message could not be packed, batched or unpacked for the trip between actors.
 
