@@ -1,6 +1,7 @@
 """A real HTTP/1.1 server on 127.0.0.1 serving recorded bytes in random cuts, for provider tests.
 
-Shared by ``test_provider_openai.py`` and ``test_providers_wire.py``: one request per
+Shared by ``test_provider_openai.py``, ``test_providers_wire.py`` and
+``test_provider_complete.py``: one request per
 connection, answered by the next *plan* (a coroutine writing the raw response), so tests can
 script 429s, 5xx, ``Retry-After`` and connections dropped midway. Loopback only.
 """
@@ -142,6 +143,24 @@ def sse_plan(body: bytes, *, seed: int, chunked: bool = True, max_size: int = 40
             await asyncio.sleep(0.001 if rng.random() < 0.05 else 0)
         if chunked:
             writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return plan
+
+
+def json_plan(body: bytes, *, seed: int, max_size: int = 4096) -> Plan:
+    """200 application/json: a whole (non-streamed) response body, sent chunked in seeded random
+    pieces of 1..``max_size`` bytes, as a server may flush a large JSON answer."""
+
+    async def plan(writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        for piece in random_cuts(body, seed, max_size):
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
         await writer.drain()
 
     return plan

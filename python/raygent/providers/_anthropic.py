@@ -53,9 +53,22 @@ from raygent.messages import (
     UserMessage,
 )
 from raygent.providers._http import HTTPStreamProvider
-from raygent.providers._wire import SSEJsonDecoder, ToolCallState, stream_error
+from raygent.providers._wire import (
+    PAYLOAD_PREVIEW_CHARS,
+    SSEJsonDecoder,
+    ToolCallState,
+    load_response,
+    response_error,
+    stream_error,
+)
 
-__all__ = ["AnthropicDecoder", "AnthropicProvider", "to_anthropic_request", "decode_anthropic"]
+__all__ = [
+    "AnthropicDecoder",
+    "AnthropicProvider",
+    "to_anthropic_request",
+    "decode_anthropic",
+    "decode_anthropic_response",
+]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -195,11 +208,50 @@ def _int(value: Any) -> int:
 
 def decode_anthropic(chunks: Iterable[bytes]) -> list[Chunk]:
     """Decode a whole Anthropic Messages stream given as byte pieces (see ``decode_stream``)."""
+    return AnthropicDecoder.decode_all(chunks)
+
+
+def decode_anthropic_response(body: bytes) -> list[Chunk]:
+    """Decode a whole Anthropic Messages response (``stream: false``) into raygent chunks.
+
+    The Message object of the API reference (``content`` blocks, ``stop_reason``, ``usage``):
+    each block is read as the ``content_block_start`` / ``content_block_stop`` pair a stream
+    would carry, so every decision of :class:`AnthropicDecoder` holds (only ``tool_use`` blocks
+    are tool calls, usage sums the cached prompt tokens, ``stop_reason`` as given).
+
+    Parameters
+    ----------
+    body : bytes
+        The response body.
+
+    Returns
+    -------
+    list of Chunk
+        :class:`~raygent.messages.Done` last.
+
+    Raises
+    ------
+    ProviderError
+        The body is not a JSON object, has no ``content`` list, or is an ``error``.
+    ToolCallArgumentsError
+        A ``tool_use`` block whose ``input`` is not an object.
+    """
+    payload = load_response(body)
+    if payload.get("type") == "error" or payload.get("error"):
+        raise response_error(payload.get("error") or payload)
+    content = payload.get("content")
+    if not isinstance(content, list):
+        raise ProviderError(f"Anthropic message without content: {body[:PAYLOAD_PREVIEW_CHARS]!r}")
     decoder = AnthropicDecoder()
     out: list[Chunk] = []
-    for piece in chunks:
-        out.extend(decoder.feed(piece))
-    out.extend(decoder.finish())
+    decoder._take_usage(payload.get("usage"))
+    for index, block in enumerate(content):
+        if isinstance(block, dict):
+            decoder._payload({"type": "content_block_start", "index": index, "content_block": block}, "", out)
+            decoder._payload({"type": "content_block_stop", "index": index}, "", out)
+    if payload.get("stop_reason"):
+        decoder._stop_reason = str(payload["stop_reason"])
+    decoder._close(out)
     return out
 
 
@@ -337,16 +389,22 @@ class AnthropicProvider(HTTPStreamProvider):
         self.max_tokens = int(max_tokens)
         self.temperature = temperature
 
-    def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The JSON body :meth:`stream` posts: ``model``, ``max_tokens``, ``stream: true``,
-        ``messages`` and, when given, ``system``, ``tools``, ``temperature``."""
-        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "stream": True}
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], *, stream: bool = True
+    ) -> dict[str, Any]:
+        """The JSON body :meth:`stream` (``stream=True``) or :meth:`complete` posts: ``model``,
+        ``max_tokens``, ``stream``, ``messages`` and, when given, ``system``, ``tools``,
+        ``temperature``."""
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "stream": stream}
         body.update(to_anthropic_request(messages, tools))
         if self.temperature is not None:
             body["temperature"] = self.temperature
         return body
 
     decoder = AnthropicDecoder
+
+    def decode_response(self, body: bytes) -> list[Chunk]:
+        return decode_anthropic_response(body)
 
     def stream_url(self) -> str:
         return f"{self.base_url}/v1/messages"

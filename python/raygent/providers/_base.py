@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from raygent.messages import Chunk, Message
 
-__all__ = ["Provider", "decode_stream"]
+__all__ = ["Provider", "decode_stream", "decode_response"]
 
 
 @runtime_checkable
@@ -39,6 +39,11 @@ class Provider(Protocol):
     ``ProviderHTTPError`` / ``RateLimited`` for HTTP failures after retries, ``StreamBroken``
     (with the chunks received so far) when a response breaks off midway,
     ``ToolCallArgumentsError`` for tool-call arguments that are not a JSON object.
+
+    A provider may also have ``async complete(messages, tools) -> list[Chunk]``: the whole
+    response at once, in the same vocabulary with whole pieces (``Session(stream=False)`` calls
+    it when present). The HTTP providers post the request without streaming and decode the
+    JSON answer with :func:`decode_response`.
     """
 
     name: str
@@ -67,14 +72,24 @@ class Provider(Protocol):
         ...
 
 
-# Wire formats decode_stream knows, each mapped to "module:function" of a pure decoder; imported
-# on first use so that importing the protocol does not import every provider.
+# Wire formats decode_stream and decode_response know, each mapped to its module and the names of
+# its pure decoders (stream, whole response); imported on first use so that importing the
+# protocol does not import every provider.
 _DECODERS = {
-    "openai-chat": "raygent.providers._openai:decode_openai_chat",
-    "openai-responses": "raygent.providers._responses:decode_openai_responses",
-    "anthropic": "raygent.providers._anthropic:decode_anthropic",
-    "gemini": "raygent.providers._gemini:decode_gemini",
+    "openai-chat": ("raygent.providers._openai", "decode_openai_chat", "decode_openai_chat_response"),
+    "openai-responses": ("raygent.providers._responses", "decode_openai_responses",
+                         "decode_openai_responses_response"),
+    "anthropic": ("raygent.providers._anthropic", "decode_anthropic", "decode_anthropic_response"),
+    "gemini": ("raygent.providers._gemini", "decode_gemini", "decode_gemini_response"),
 }
+
+
+def _decoder(api: str, which: int) -> Callable[[Any], list[Chunk]]:
+    target = _DECODERS.get(api)
+    if target is None:
+        raise ValueError(f"unknown api {api!r}; supported: {', '.join(sorted(_DECODERS))}")
+    decode: Callable[[Any], list[Chunk]] = getattr(importlib.import_module(target[0]), target[which])
+    return decode
 
 
 def decode_stream(api: str, chunks: Iterable[bytes]) -> list[Chunk]:
@@ -112,10 +127,38 @@ def decode_stream(api: str, chunks: Iterable[bytes]) -> list[Chunk]:
         Or a subclass, exactly as the provider would raise it (``StreamBroken``,
         ``ToolCallArgumentsError`` ...).
     """
-    target = _DECODERS.get(api)
-    if target is None:
-        raise ValueError(f"unknown api {api!r}; supported: {', '.join(sorted(_DECODERS))}")
-    module_name, function_name = target.split(":")
-    module = importlib.import_module(module_name)
-    decode: Callable[[Iterable[bytes]], list[Chunk]] = getattr(module, function_name)
-    return decode(chunks)
+    return _decoder(api, 1)(chunks)
+
+
+def decode_response(api: str, body: bytes) -> list[Chunk]:
+    """Decode a whole (non-streamed) JSON response body into raygent chunks, without any I/O.
+
+    The decoder :meth:`complete` of the HTTP providers uses. The chunks follow the
+    :class:`Provider` contract with whole pieces: one text or reasoning delta per part, per tool
+    call a ``ToolCallStart``, one ``ToolCallDelta`` (the whole arguments) and a
+    ``ToolCallEnd``, then ``Usage`` and ``Done``. The text, tool calls (ids, names, arguments),
+    usage and finish reason are those :func:`decode_stream` gives for the same response streamed.
+
+    Parameters
+    ----------
+    api : str
+        The wire format: ``"openai-chat"`` (a ``chat.completion`` object), ``"openai-responses"``
+        (a Response object), ``"anthropic"`` (a Message object) or ``"gemini"`` (a
+        ``GenerateContentResponse`` from ``:generateContent``).
+    body : bytes
+        The whole response body.
+
+    Returns
+    -------
+    list of Chunk
+        :class:`~raygent.messages.Done` last.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``api`` (the message names the supported ones).
+    raygent.errors.ProviderError
+        A body that is not the format's JSON object or that carries an error object;
+        ``ToolCallArgumentsError`` for tool-call arguments that are not a JSON object.
+    """
+    return _decoder(api, 2)(body)

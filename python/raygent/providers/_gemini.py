@@ -58,9 +58,23 @@ from raygent.messages import (
     UserMessage,
 )
 from raygent.providers._http import HTTPStreamProvider
-from raygent.providers._wire import SSEJsonDecoder, ToolCallState, stream_error
+from raygent.providers._wire import (
+    PAYLOAD_PREVIEW_CHARS,
+    SSEJsonDecoder,
+    ToolCallState,
+    load_response,
+    response_error,
+    stream_error,
+)
 
-__all__ = ["GeminiDecoder", "GeminiProvider", "to_gemini_request", "decode_gemini", "SYNTHETIC_ID_PREFIX"]
+__all__ = [
+    "GeminiDecoder",
+    "GeminiProvider",
+    "to_gemini_request",
+    "decode_gemini",
+    "decode_gemini_response",
+    "SYNTHETIC_ID_PREFIX",
+]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 SYNTHETIC_ID_PREFIX = "rg_"
@@ -326,11 +340,41 @@ class GeminiDecoder(SSEJsonDecoder):
 
 def decode_gemini(chunks: Iterable[bytes]) -> list[Chunk]:
     """Decode a whole Gemini ``alt=sse`` stream given as byte pieces (see ``decode_stream``)."""
+    return GeminiDecoder.decode_all(chunks)
+
+
+def decode_gemini_response(body: bytes) -> list[Chunk]:
+    """Decode a whole ``:generateContent`` response into raygent chunks.
+
+    One ``GenerateContentResponse``, read as the only event of a stream, so every decision of
+    :class:`GeminiDecoder` holds (first candidate, thought parts, made-up call ids, usage,
+    ``finishReason`` or ``promptFeedback.blockReason``).
+
+    Parameters
+    ----------
+    body : bytes
+        The response body.
+
+    Returns
+    -------
+    list of Chunk
+        :class:`~raygent.messages.Done` last.
+
+    Raises
+    ------
+    ProviderError
+        The body is not a JSON object, carries an ``error`` object, or has neither a
+        ``finishReason`` nor a ``blockReason``.
+    """
+    payload = load_response(body)
+    if payload.get("error"):
+        raise response_error(payload["error"])
     decoder = GeminiDecoder()
     out: list[Chunk] = []
-    for piece in chunks:
-        out.extend(decoder.feed(piece))
-    out.extend(decoder.finish())
+    decoder._payload(payload, "", out)
+    if decoder._finish_reason is None:
+        raise ProviderError(f"Gemini response without finishReason: {body[:PAYLOAD_PREVIEW_CHARS]!r}")
+    decoder._end_of_body(out)
     return out
 
 
@@ -466,9 +510,12 @@ class GeminiProvider(HTTPStreamProvider):
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
 
-    def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The JSON body :meth:`stream` posts: ``contents`` and, when given,
-        ``systemInstruction``, ``tools`` and ``generationConfig``."""
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], *, stream: bool = True
+    ) -> dict[str, Any]:
+        """The JSON body :meth:`stream` or :meth:`complete` posts (the same: the URL says
+        which): ``contents`` and, when given, ``systemInstruction``, ``tools`` and
+        ``generationConfig``."""
         body = to_gemini_request(messages, tools)
         config: dict[str, Any] = {}
         if self.temperature is not None:
@@ -481,6 +528,12 @@ class GeminiProvider(HTTPStreamProvider):
 
     decoder = GeminiDecoder
 
+    def decode_response(self, body: bytes) -> list[Chunk]:
+        return decode_gemini_response(body)
+
     def stream_url(self) -> str:
         return f"{self.base_url}/models/{quote(self.model, safe='')}:streamGenerateContent?alt=sse"
+
+    def complete_url(self) -> str:
+        return f"{self.base_url}/models/{quote(self.model, safe='')}:generateContent"
 

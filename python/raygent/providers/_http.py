@@ -3,7 +3,8 @@
 Every HTTP provider (:class:`~raygent.providers.OpenAIChatProvider`,
 :class:`~raygent.providers.OpenAIResponsesProvider`, :class:`~raygent.providers.AnthropicProvider`,
 :class:`~raygent.providers.GeminiProvider`) posts one JSON body and decodes the streamed answer
-with its wire decoder; this module owns everything between: the ``httpx.AsyncClient``, the retry
+with its wire decoder, or (:meth:`HTTPStreamProvider.complete`) the whole JSON answer with its
+response decoder; this module owns everything between: the ``httpx.AsyncClient``, the retry
 loop (HTTP 429, 5xx and connection failures, ``Retry-After`` honoured, exponential backoff with
 jitter otherwise) and the typed errors (RFC 9110 §10.2.3 for ``Retry-After``).
 
@@ -31,7 +32,7 @@ from raygent.errors import ProviderError, ProviderHTTPError, RateLimited, Stream
 from raygent.messages import Chunk, Message
 from raygent.providers._ratelimit import RateLimits, limiter_for
 
-__all__ = ["HTTPStreamProvider", "retry_after_s", "backoff_s", "error_message"]
+__all__ = ["HTTPStreamProvider", "WholeBody", "retry_after_s", "backoff_s", "error_message"]
 
 # Longest wait between two attempts, whatever Retry-After asks: a turn should fail visibly
 # rather than hang for minutes on one server hint.
@@ -58,6 +59,33 @@ class StreamDecoder(Protocol):
     def feed(self, data: bytes) -> list[Chunk]: ...
 
     def finish(self) -> list[Chunk]: ...
+
+
+class WholeBody:
+    """A :class:`StreamDecoder` for a response read whole: keeps the bytes, decodes at the end.
+
+    Lets :meth:`HTTPStreamProvider.complete` share the retry loop of streams. Nothing counts
+    as received before the body is complete, so a connection that breaks midway is retried.
+    """
+
+    __slots__ = ("_parts", "_decode", "received")
+
+    def __init__(self, decode: Callable[[bytes], list[Chunk]]) -> None:
+        self._parts: list[bytes] = []
+        self._decode = decode
+        self.received: list[Chunk] = []
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def feed(self, data: bytes) -> list[Chunk]:
+        self._parts.append(data)
+        return []
+
+    def finish(self) -> list[Chunk]:
+        self.received = self._decode(b"".join(self._parts))
+        return self.received
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:
@@ -232,16 +260,70 @@ class HTTPStreamProvider(ABC):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    # Each wire format names its decoder and URL; posting and retrying are the same for all.
+    # Each wire format names its decoders and URLs; posting and retrying are the same for all.
     decoder: ClassVar[type[StreamDecoder]]
 
     @abstractmethod
     def stream_url(self) -> str:
         """The URL one streamed response is POSTed to."""
 
+    def complete_url(self) -> str:
+        """The URL one whole (non-streamed) response is POSTed to; the stream URL unless the
+        API has a separate method (Gemini's ``:generateContent``)."""
+        return self.stream_url()
+
     @abstractmethod
-    def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The JSON body :meth:`stream` posts."""
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], *, stream: bool = True
+    ) -> dict[str, Any]:
+        """The JSON body :meth:`stream` (``stream=True``) or :meth:`complete` posts."""
+
+    @abstractmethod
+    def decode_response(self, body: bytes) -> list[Chunk]:
+        """Decode a whole JSON response body (see :func:`raygent.providers.decode_response`)."""
+
+    async def complete(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> list[Chunk]:
+        """Ask for one whole response, without streaming, and decode it into chunks.
+
+        The request is :meth:`request_body` with ``stream=False`` posted to :meth:`complete_url`
+        (``Accept: application/json``); the answer is one JSON document, decoded by the
+        format's response decoder into the chunk vocabulary of :meth:`stream`: text and
+        reasoning deltas (one per part), per tool call a ``ToolCallStart``, one
+        ``ToolCallDelta`` with the whole arguments and a ``ToolCallEnd``, then ``Usage`` and
+        ``Done``.
+
+        Parameters
+        ----------
+        messages : sequence of Message
+            The conversation so far.
+        tools : sequence of dict
+            ``{"name", "description", "parameters"}`` schemas; may be empty.
+
+        Returns
+        -------
+        list of Chunk
+            The response's chunks, :class:`~raygent.messages.Done` last.
+
+        Raises
+        ------
+        RateLimited
+            HTTP 429 on the last attempt (``retry_after_s`` set from the server's hint).
+        ProviderHTTPError
+            HTTP 5xx on the last attempt, or any other non-2xx status at once.
+        ToolCallArgumentsError
+            Tool-call arguments that are not a JSON object.
+        ProviderError
+            Connection failures after the last retry (a body cut off midway is retried like a
+            failed connection: nothing was passed on yet), a body that is not a JSON object, or
+            an error object in a 2xx body.
+        """
+        content = orjson.dumps(self.request_body(messages, tools, stream=False))
+        headers = self._headers
+        if headers.get("Accept") == "text/event-stream":
+            headers = {**headers, "Accept": "application/json"}
+        decode = self.decode_response
+        return [chunk async for chunk in self._post_stream(self.complete_url(), content,
+                                                           lambda: WholeBody(decode), headers=headers)]
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
@@ -280,9 +362,12 @@ class HTTPStreamProvider(ABC):
             yield chunk
 
     async def _post_stream(
-        self, url: str, content: bytes, new_decoder: Callable[[], StreamDecoder]
+        self, url: str, content: bytes, new_decoder: Callable[[], StreamDecoder],
+        *, headers: dict[str, str] | None = None,
     ) -> AsyncIterator[Chunk]:
         """POST ``content`` to ``url`` and yield the decoded chunks, retrying as documented.
+
+        ``headers`` replaces the provider's request headers when given.
 
         Raises
         ------
@@ -301,6 +386,7 @@ class HTTPStreamProvider(ABC):
         request_url = httpx.URL(url)
         origin = (request_url.scheme, request_url.host, request_url.port)
         limiter = self._limiter()
+        request_headers = self._headers if headers is None else headers
         attempt = 0
         while True:
             decoder = new_decoder()
@@ -308,7 +394,7 @@ class HTTPStreamProvider(ABC):
                 await limiter.acquire(len(content) // 4)
             try:
                 try:
-                    request = client.build_request("POST", request_url, content=content, headers=self._headers,
+                    request = client.build_request("POST", request_url, content=content, headers=request_headers,
                                                    extensions={"raygent_origin": origin})
                     response = await client.send(request, stream=True)
                     try:

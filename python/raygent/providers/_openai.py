@@ -17,7 +17,8 @@ Decisions where the format leaves room (each found in recorded streams):
 - ``delta.content`` given as a list of typed parts (Mistral's reasoning models): ``text``
   parts become :class:`TextDelta`, ``thinking`` parts :class:`ReasoningDelta`.
 - A tool-call fragment without ``index`` (Mistral sends whole calls so) is matched by ``id``,
-  or else takes the next free index. A call without ``id`` gets one made by raygent.
+  or else takes the next free index. A call without ``id`` gets one made by raygent:
+  ``call_<response id>_<index>`` (the same bytes give the same id), random without a response id.
 - ``arguments`` sent as a JSON object instead of a string (some local servers) is serialized.
 - A tool call ends as soon as its arguments form a complete JSON value (so a runtime can start
   the tool while the model is still talking), in index order, and at the latest at
@@ -59,9 +60,16 @@ from raygent.messages import (
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import ToolCallState as _Call
-from raygent.providers._wire import SSEJsonDecoder, stream_error
+from raygent.providers._wire import PAYLOAD_PREVIEW_CHARS, SSEJsonDecoder, load_response, response_error, stream_error
 
-__all__ = ["OpenAIChatDecoder", "OpenAIChatProvider", "to_openai_messages", "to_openai_tools"]
+__all__ = [
+    "OpenAIChatDecoder",
+    "OpenAIChatProvider",
+    "to_openai_messages",
+    "to_openai_tools",
+    "decode_openai_chat",
+    "decode_openai_chat_response",
+]
 
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -89,10 +97,11 @@ class OpenAIChatDecoder(SSEJsonDecoder):
     [Done(finish_reason='stop')]
     """
 
-    __slots__ = ("_calls", "_finish_reason", "_usage")
+    __slots__ = ("_calls", "_finish_reason", "_usage", "_response_id")
 
     def __init__(self) -> None:
         super().__init__()
+        self._response_id = ""
         self._calls: dict[int, _Call] = {}
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
@@ -115,6 +124,8 @@ class OpenAIChatDecoder(SSEJsonDecoder):
     def _payload(self, payload: dict[str, Any], event: str, out: list[Chunk]) -> None:
         if payload.get("error") or event == "error":
             raise stream_error(payload.get("error") or payload, self.received + out)
+        if not self._response_id and isinstance(payload.get("id"), str):
+            self._response_id = payload["id"]
         usage = payload.get("usage")
         if not (isinstance(usage, dict) and usage):
             x_groq = payload.get("x_groq")
@@ -191,7 +202,8 @@ class OpenAIChatDecoder(SSEJsonDecoder):
             if not call.name:
                 # Arguments before the name: keep them; they go out with the first delta.
                 return
-            call.id = call.id or f"call_{uuid.uuid4().hex[:24]}"
+            call.id = call.id or (f"call_{self._response_id}_{index}" if self._response_id
+                                  else f"call_{uuid.uuid4().hex[:24]}")
             call.started = True
             out.append(ToolCallStart(index=index, id=call.id, name=call.name))
             arguments = call.raw()
@@ -391,8 +403,10 @@ class OpenAIChatProvider(HTTPStreamProvider):
         )
         self.temperature = temperature
 
-    def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The JSON body :meth:`stream` posts (for logging and recording).
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], *, stream: bool = True
+    ) -> dict[str, Any]:
+        """The JSON body :meth:`stream` or :meth:`complete` posts (for logging and recording).
 
         Parameters
         ----------
@@ -400,19 +414,18 @@ class OpenAIChatProvider(HTTPStreamProvider):
             The conversation.
         tools : sequence of dict
             ``{"name", "description", "parameters"}`` schemas; ``tools`` is omitted when empty.
+        stream : bool, default True
+            True for :meth:`stream`, False for :meth:`complete`.
 
         Returns
         -------
         dict
-            ``model``, ``messages``, ``stream: true``, ``stream_options: {"include_usage":
-            true}``, and ``tools`` / ``temperature`` when given.
+            ``model``, ``messages``, ``stream``, with ``stream_options: {"include_usage":
+            true}`` when streaming, and ``tools`` / ``temperature`` when given.
         """
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": to_openai_messages(messages),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        body: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages), "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         if tools:
             body["tools"] = to_openai_tools(tools)
         if self.temperature is not None:
@@ -420,6 +433,9 @@ class OpenAIChatProvider(HTTPStreamProvider):
         return body
 
     decoder = OpenAIChatDecoder
+
+    def decode_response(self, body: bytes) -> list[Chunk]:
+        return decode_openai_chat_response(body)
 
     def stream_url(self) -> str:
         return f"{self.base_url}/chat/completions"
@@ -438,9 +454,56 @@ def openai_headers(api_key: str | None, extra: dict[str, str] | None) -> dict[st
 
 def decode_openai_chat(chunks: Iterable[bytes]) -> list[Chunk]:
     """Decode a whole Chat Completions stream given as byte pieces (see :func:`decode_stream`)."""
+    return OpenAIChatDecoder.decode_all(chunks)
+
+
+def decode_openai_chat_response(body: bytes) -> list[Chunk]:
+    """Decode a whole Chat Completions response (``stream: false``) into raygent chunks.
+
+    The ``chat.completion`` object of the OpenAI API reference: ``choices[0].message`` is read
+    as the one delta of a stream, so every decision of :class:`OpenAIChatDecoder` holds
+    (reasoning fields, content parts, refusals, arguments given as objects); tool calls are
+    numbered in message order. Per call: ``ToolCallStart``, one ``ToolCallDelta`` with the whole
+    arguments, ``ToolCallEnd``; then ``Usage`` and ``Done(finish_reason)``.
+
+    Parameters
+    ----------
+    body : bytes
+        The response body.
+
+    Returns
+    -------
+    list of Chunk
+        :class:`~raygent.messages.Done` last.
+
+    Raises
+    ------
+    ProviderError
+        The body is not a JSON object, has no ``choices``, or carries an ``error`` object.
+    ToolCallArgumentsError
+        Tool-call arguments that are not a JSON object.
+    """
+    payload = load_response(body)
+    if payload.get("error"):
+        raise response_error(payload["error"])
+    choices = payload.get("choices")
+    if not isinstance(choices, list):
+        raise ProviderError(f"chat completion without choices: {body[:PAYLOAD_PREVIEW_CHARS]!r}")
+    as_deltas = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        delta = dict(message) if isinstance(message, dict) else {}
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            # A whole message lists its calls without "index": their position is the index.
+            delta["tool_calls"] = [{**c, "index": i} for i, c in enumerate(calls) if isinstance(c, dict)]
+        as_deltas.append({"index": choice.get("index", 0), "delta": delta,
+                          "finish_reason": choice.get("finish_reason")})
     decoder = OpenAIChatDecoder()
     out: list[Chunk] = []
-    for piece in chunks:
-        out.extend(decoder.feed(piece))
-    out.extend(decoder.finish())
+    decoder._payload({"id": payload.get("id"), "choices": as_deltas, "usage": payload.get("usage"),
+                      "x_groq": payload.get("x_groq")}, "message", out)
+    decoder._close(out, terminated=True)
     return out

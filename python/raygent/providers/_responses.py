@@ -57,9 +57,22 @@ from raygent.messages import (
 )
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._openai import openai_headers
-from raygent.providers._wire import SSEJsonDecoder, ToolCallState, stream_error
+from raygent.providers._wire import (
+    PAYLOAD_PREVIEW_CHARS,
+    SSEJsonDecoder,
+    ToolCallState,
+    load_response,
+    response_error,
+    stream_error,
+)
 
-__all__ = ["OpenAIResponsesDecoder", "OpenAIResponsesProvider", "to_responses_input", "decode_openai_responses"]
+__all__ = [
+    "OpenAIResponsesDecoder",
+    "OpenAIResponsesProvider",
+    "to_responses_input",
+    "decode_openai_responses",
+    "decode_openai_responses_response",
+]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -191,11 +204,66 @@ class OpenAIResponsesDecoder(SSEJsonDecoder):
 
 def decode_openai_responses(chunks: Iterable[bytes]) -> list[Chunk]:
     """Decode a whole Responses stream given as byte pieces (see ``decode_stream``)."""
+    return OpenAIResponsesDecoder.decode_all(chunks)
+
+
+def decode_openai_responses_response(body: bytes) -> list[Chunk]:
+    """Decode a whole Responses API response (``stream: false``) into raygent chunks.
+
+    The Response object of the API reference, ``output`` items in order: ``message`` items give
+    a :class:`TextDelta` per ``output_text`` or ``refusal`` part; ``reasoning`` items a
+    :class:`ReasoningDelta` per ``summary_text`` and ``reasoning_text`` part; ``function_call``
+    items a tool call (``ToolCallStart``, one ``ToolCallDelta``, ``ToolCallEnd``) as
+    :class:`OpenAIResponsesDecoder` makes them; other items are ignored. Then ``Usage`` and
+    ``Done`` as at ``response.completed`` (``incomplete_details.reason`` for an incomplete
+    response).
+
+    Parameters
+    ----------
+    body : bytes
+        The response body.
+
+    Returns
+    -------
+    list of Chunk
+        :class:`~raygent.messages.Done` last.
+
+    Raises
+    ------
+    ProviderError
+        The body is not a JSON object, has no ``output`` list, carries an ``error`` object, or
+        its ``status`` is ``failed``.
+    ToolCallArgumentsError
+        Function-call arguments that are not a JSON object.
+    """
+    payload = load_response(body)
+    if payload.get("error") or payload.get("status") == "failed":
+        raise response_error(payload.get("error") or {"message": "response failed"})
+    output = payload.get("output")
+    if not isinstance(output, list):
+        raise ProviderError(f"Responses object without output: {body[:PAYLOAD_PREVIEW_CHARS]!r}")
     decoder = OpenAIResponsesDecoder()
     out: list[Chunk] = []
-    for piece in chunks:
-        out.extend(decoder.feed(piece))
-    out.extend(decoder.finish())
+    for output_index, item in enumerate(output):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "message":
+            for part in item.get("content") or ():
+                if isinstance(part, dict):
+                    text = part.get("text") if part.get("type") == "output_text" else part.get("refusal")
+                    if isinstance(text, str) and text:
+                        out.append(TextDelta(text))
+        elif kind == "reasoning":
+            for part in [*(item.get("summary") or ()), *(item.get("content") or ())]:
+                if isinstance(part, dict) and part.get("type") in ("summary_text", "reasoning_text"):
+                    text = part.get("text")
+                    if isinstance(text, str) and text:
+                        out.append(ReasoningDelta(text))
+        elif kind == "function_call":
+            call = decoder._new_call(item, output_index, out)
+            decoder._end_call(call, item.get("arguments"), out)
+    decoder._complete(payload, out)
     return out
 
 
@@ -289,11 +357,13 @@ class OpenAIResponsesProvider(HTTPStreamProvider):
         )
         self.temperature = temperature
 
-    def request_body(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """The JSON body :meth:`stream` posts: ``model``, ``input``, ``stream: true`` and, when
-        given, ``tools`` (``{"type": "function", "name", "description", "parameters"}``) and
-        ``temperature``."""
-        body: dict[str, Any] = {"model": self.model, "input": to_responses_input(messages), "stream": True}
+    def request_body(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]], *, stream: bool = True
+    ) -> dict[str, Any]:
+        """The JSON body :meth:`stream` (``stream=True``) or :meth:`complete` posts: ``model``,
+        ``input``, ``stream`` and, when given, ``tools`` (``{"type": "function", "name",
+        "description", "parameters"}``) and ``temperature``."""
+        body: dict[str, Any] = {"model": self.model, "input": to_responses_input(messages), "stream": stream}
         if tools:
             body["tools"] = [{"type": "function", **dict(t)} for t in tools]
         if self.temperature is not None:
@@ -301,6 +371,9 @@ class OpenAIResponsesProvider(HTTPStreamProvider):
         return body
 
     decoder = OpenAIResponsesDecoder
+
+    def decode_response(self, body: bytes) -> list[Chunk]:
+        return decode_openai_responses_response(body)
 
     def stream_url(self) -> str:
         return f"{self.base_url}/responses"

@@ -9,6 +9,7 @@ the format.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -18,7 +19,14 @@ from raygent.errors import ProviderError, StreamBroken, ToolCallArgumentsError
 from raygent.messages import Chunk, ToolCall, ToolCallDelta, ToolCallEnd, ToolCallStart
 from raygent.providers._sse import SSEDecoder, SSEEvent
 
-__all__ = ["ToolCallState", "SSEJsonDecoder", "stream_error", "PAYLOAD_PREVIEW_CHARS"]
+__all__ = [
+    "ToolCallState",
+    "SSEJsonDecoder",
+    "stream_error",
+    "response_error",
+    "load_response",
+    "PAYLOAD_PREVIEW_CHARS",
+]
 
 PAYLOAD_PREVIEW_CHARS = 500
 
@@ -122,6 +130,15 @@ class ToolCallState:
         out.append(ToolCallEnd(index=self.index, call=ToolCall(id=self.id, name=self.name, arguments=arguments)))
 
 
+def _error_text(error: Any) -> str:
+    # "<message> (type=..., code=...)" from an API error object, or the bare value.
+    if isinstance(error, dict):
+        message = error.get("message") or orjson.dumps(error).decode()
+        details = ", ".join(f"{k}={error[k]}" for k in ("type", "code", "status") if error.get(k))
+        return f"{message}" + (f" ({details})" if details else "")
+    return f"{error}"
+
+
 def stream_error(error: Any, received: list[Chunk]) -> StreamBroken:
     """The typed error for an error the server reported inside a stream.
 
@@ -137,13 +154,47 @@ def stream_error(error: Any, received: list[Chunk]) -> StreamBroken:
     StreamBroken
         Message ``"provider error in stream: <message> (type=..., code=...)"``.
     """
-    if isinstance(error, dict):
-        message = error.get("message") or orjson.dumps(error).decode()
-        details = ", ".join(f"{k}={error[k]}" for k in ("type", "code", "status") if error.get(k))
-        text = f"provider error in stream: {message}" + (f" ({details})" if details else "")
-    else:
-        text = f"provider error in stream: {error}"
-    return StreamBroken(text, received=received)
+    return StreamBroken(f"provider error in stream: {_error_text(error)}", received=received)
+
+
+def response_error(error: Any) -> ProviderError:
+    """The typed error for an error object in a whole (non-streamed) 2xx response body.
+
+    Returns
+    -------
+    ProviderError
+        Message ``"provider error in response: <message> (type=..., code=...)"``.
+    """
+    return ProviderError(f"provider error in response: {_error_text(error)}")
+
+
+def load_response(body: bytes) -> dict[str, Any]:
+    """Parse a whole JSON response body (the answer to a request without streaming).
+
+    Parameters
+    ----------
+    body : bytes
+        The response body as received.
+
+    Returns
+    -------
+    dict
+        The parsed JSON object.
+
+    Raises
+    ------
+    ProviderError
+        The body is not JSON, or not a JSON object (the message shows its first 500 characters).
+    """
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        preview = body[:PAYLOAD_PREVIEW_CHARS].decode("utf-8", errors="replace")
+        raise ProviderError(f"response body is not JSON ({exc}): {preview!r}") from None
+    if not isinstance(payload, dict):
+        preview = body[:PAYLOAD_PREVIEW_CHARS].decode("utf-8", errors="replace")
+        raise ProviderError(f"response body is not a JSON object: {preview!r}")
+    return payload
 
 
 class SSEJsonDecoder(ABC):
@@ -172,6 +223,20 @@ class SSEJsonDecoder(ABC):
     def closed(self) -> bool:
         """True once :class:`~raygent.messages.Done` has been emitted; later input is ignored."""
         return self._closed
+
+    @classmethod
+    def decode_all(cls, chunks: Iterable[bytes]) -> list[Chunk]:
+        """Decode a whole recorded body given as byte pieces: every ``feed``, then ``finish``.
+
+        What :func:`~raygent.providers.decode_stream` runs for the format; raises what
+        :meth:`feed` and :meth:`finish` raise.
+        """
+        decoder = cls()
+        out: list[Chunk] = []
+        for piece in chunks:
+            out.extend(decoder.feed(piece))
+        out.extend(decoder.finish())
+        return out
 
     def feed(self, data: bytes) -> list[Chunk]:
         """Decode the next bytes of the response body.
