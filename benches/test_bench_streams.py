@@ -87,6 +87,15 @@ def _ours_sync(client: httpx.Client, url: str, decoder_cls: type) -> list[Chunk]
     return out
 
 
+def _transport_only(client: httpx.Client, url: str) -> int:
+    # The floor every implementation here pays: the request and the body's bytes, no decoding.
+    n = 0
+    with client.stream("POST", url, content=b"{}") as response:
+        for piece in response.iter_bytes():
+            n += len(piece)
+    return n
+
+
 def _openai_sdk(client: object) -> tuple[str, int]:
     text, n = [], 0
     for event in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True):  # type: ignore[attr-defined]
@@ -128,7 +137,9 @@ def test_openai_chat_stream_throughput(benchmark, server, impl):
     http_client.close()
 
 
-@pytest.mark.parametrize("impl", ["raygent", "anthropic"])
+# "httpx" reads the body without decoding it: the transport both sides share, so the ratio the
+# SDK can fall behind by is bounded by (SDK time) / (this floor).
+@pytest.mark.parametrize("impl", ["raygent", "anthropic", "httpx"])
 def test_anthropic_stream_throughput(benchmark, server, impl):
     body = _body(ANTHROPIC_FILE)
     server.body = body
@@ -140,6 +151,10 @@ def test_anthropic_stream_throughput(benchmark, server, impl):
         url = server.base_url + "/v1/messages"
         assert _ours_sync(http_client, url, AnthropicDecoder) == expected
         benchmark(_ours_sync, http_client, url, AnthropicDecoder)
+    elif impl == "httpx":
+        url = server.base_url + "/v1/messages"
+        assert _transport_only(http_client, url) == len(body)
+        benchmark(_transport_only, http_client, url)
     else:
         anthropic = pytest.importorskip("anthropic")
         # anthropic 2.x ships its own httpx fork (httpx2) and takes no httpx client: its default.

@@ -19,6 +19,10 @@ Decisions where the format leaves room (each found in recorded streams):
   from ``input_json_delta.partial_json``, or the block's ``input`` when no delta came). Server
   tools (``server_tool_use``, ``mcp_tool_use``, ``*_tool_result``) run at Anthropic and are ignored.
   Tool calls are numbered 0, 1, ... in order; each ends at its ``content_block_stop``.
+  A ``content_block_start`` over 1 KB whose block type is one raygent ignores (a web search or
+  code execution result is often 10-100 KB) is recognised from its first bytes, in the key
+  order the API writes, and not parsed: on a web-search stream that is most of the bytes. A
+  payload in any other shape is parsed as usual.
 - ``Usage.input_tokens`` is ``input_tokens + cache_creation_input_tokens +
   cache_read_input_tokens`` (every prompt token, cached or not), ``output_tokens`` as given; the
   last value of each field wins (``message_delta`` repeats them cumulatively).
@@ -33,6 +37,7 @@ Decisions where the format leaves room (each found in recorded streams):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,6 +58,7 @@ from raygent.messages import (
     UserMessage,
 )
 from raygent.providers._http import HTTPStreamProvider
+from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import (
     PAYLOAD_PREVIEW_CHARS,
     SSEJsonDecoder,
@@ -73,6 +79,13 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 
+# The start of a content_block_start payload as the API writes it, up to the block's type.
+_BLOCK_START = re.compile(
+    r'\{\s*"type"\s*:\s*"content_block_start"\s*,\s*"index"\s*:\s*(\d+)\s*,'
+    r'\s*"content_block"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"'
+)
+_DECODED_BLOCKS = frozenset({"text", "thinking", "tool_use"})
+_SKIM_MIN_CHARS = 1024
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
 
@@ -106,6 +119,16 @@ class AnthropicDecoder(SSEJsonDecoder):
         self._calls: list[ToolCallState] = []
         self._stop_reason: str | None = None
         self._usage: dict[str, int] = {}
+
+    def _event(self, event: SSEEvent, out: list[Chunk]) -> None:
+        data = event.data
+        if len(data) >= _SKIM_MIN_CHARS:
+            start = _BLOCK_START.match(data)
+            if start is not None and start[2] not in _DECODED_BLOCKS:
+                self._saw_payload = True
+                self._blocks[int(start[1])] = None
+                return
+        super()._event(event, out)
 
     def _payload(self, payload: dict[str, Any], event: str, out: list[Chunk]) -> None:
         kind = payload.get("type")

@@ -60,7 +60,14 @@ from raygent.messages import (
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import ToolCallState as _Call
-from raygent.providers._wire import PAYLOAD_PREVIEW_CHARS, SSEJsonDecoder, load_response, response_error, stream_error
+from raygent.providers._wire import (
+    _DONE_MAX_CHARS,
+    PAYLOAD_PREVIEW_CHARS,
+    SSEJsonDecoder,
+    load_response,
+    response_error,
+    stream_error,
+)
 
 __all__ = [
     "OpenAIChatDecoder",
@@ -113,7 +120,7 @@ class OpenAIChatDecoder(SSEJsonDecoder):
     def _event(self, event: SSEEvent, out: list[Chunk]) -> None:
         if self._closed or event.event not in ("message", "error"):
             return
-        if event.data.strip() == "[DONE]":
+        if len(event.data) <= _DONE_MAX_CHARS and event.data.strip() == "[DONE]":
             self._close(out, terminated=True)
             return
         super()._event(event, out)

@@ -154,6 +154,21 @@ class SSEDecoder:
             if text[:1] == "\n":
                 text = text[1:]
         events: list[SSEEvent] = []
+        if "\r" not in text:
+            # Fast path, almost every real stream: LF line ends only, so str.split (a memchr scan
+            # in C) finds them; the regex below costs a match attempt at every character, which
+            # dominates on the 100 KB payloads of server tool results.
+            lines = text.split("\n")
+            rest = lines.pop()  # after the last LF: an unterminated line, or ""
+            if lines and self._pending:
+                self._pending.append(lines[0])
+                lines[0] = "".join(self._pending)
+                self._pending.clear()
+            for line in lines:
+                self._line(line, events)
+            if rest:
+                self._pending.append(rest)
+            return events
         pos = 0
         for m in _EOL.finditer(text):
             piece = text[pos : m.start()]
@@ -167,7 +182,7 @@ class SSEDecoder:
             pos = m.end()
         if pos < len(text):
             self._pending.append(text[pos:])
-        elif text and text[-1] == "\r":
+        elif text[-1] == "\r":
             self._skip_lf = True
         return events
 

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 PAYLOAD_PREVIEW_CHARS = 500
+# "[DONE]" with whatever padding a proxy adds; longer data is a payload, and not stripping it
+# saves copying every (space-padded, sometimes 100 KB) payload once more.
+_DONE_MAX_CHARS = 64
 
 
 class ToolCallState:
@@ -307,7 +310,7 @@ class SSEJsonDecoder(ABC):
         data = event.data
         if not data or data.isspace():
             return
-        if data.strip() == "[DONE]":
+        if len(data) <= _DONE_MAX_CHARS and data.strip() == "[DONE]":
             # Not part of these formats, but some proxies (OpenRouter) append it: an end of body.
             if not self._saw_payload:
                 raise StreamBroken("stream ended without any payload", received=self.received + out)
