@@ -51,12 +51,12 @@ from raygent.messages import (
     Done,
     Message,
     ReasoningDelta,
-    SystemMessage,
     TextDelta,
     ToolMessage,
     Usage,
     UserMessage,
 )
+from raygent.providers._convert import alternating_turns, parameters_of
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import (
@@ -305,44 +305,27 @@ def to_anthropic_request(messages: Sequence[Message], tools: Sequence[dict[str, 
     TypeError
         For an object that is not a raygent message.
     """
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-
-    def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for message in messages:
-        if isinstance(message, SystemMessage):
-            system.append(message.content)
-        elif isinstance(message, UserMessage):
-            append("user", [{"type": "text", "text": message.content}])
-        elif isinstance(message, AssistantMessage):
-            blocks: list[dict[str, Any]] = []
-            if message.content:
-                blocks.append({"type": "text", "text": message.content})
-            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
-                       for c in message.tool_calls]
-            if blocks:
-                append("assistant", blocks)
-        elif isinstance(message, ToolMessage):
-            result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.call_id,
-                                      "content": message.content}
-            if message.is_error:
-                result["is_error"] = True
-            append("user", [result])
-        else:
-            raise TypeError(f"not a raygent message: {type(message).__name__}")
+    system, turns = alternating_turns(messages, _blocks_of, parts_key="content")
     body: dict[str, Any] = {"messages": turns}
     if system:
-        body["system"] = "\n\n".join(system)
+        body["system"] = system
     if tools:
-        body["tools"] = [{"name": t["name"], "description": t.get("description", ""),
-                          "input_schema": t.get("parameters") or {"type": "object", "properties": {}}}
+        body["tools"] = [{"name": t["name"], "description": t.get("description", ""), "input_schema": parameters_of(t)}
                          for t in tools]
     return body
+
+
+def _blocks_of(message: UserMessage | AssistantMessage | ToolMessage) -> tuple[str, list[dict[str, Any]]]:
+    if isinstance(message, UserMessage):
+        return "user", [{"type": "text", "text": message.content}]
+    if isinstance(message, AssistantMessage):
+        text = [{"type": "text", "text": message.content}] if message.content else []
+        return "assistant", text + [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+                                    for c in message.tool_calls]
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.call_id, "content": message.content}
+    if message.is_error:
+        result["is_error"] = True
+    return "user", [result]
 
 
 class AnthropicProvider(HTTPStreamProvider):

@@ -51,12 +51,12 @@ from raygent.messages import (
     Done,
     Message,
     ReasoningDelta,
-    SystemMessage,
     TextDelta,
     ToolMessage,
     Usage,
     UserMessage,
 )
+from raygent.providers._convert import alternating_turns, parameters_of
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._wire import (
     PAYLOAD_PREVIEW_CHARS,
@@ -406,46 +406,33 @@ def to_gemini_request(messages: Sequence[Message], tools: Sequence[dict[str, Any
     TypeError
         For an object that is not a raygent message.
     """
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-
-    def append(role: str, parts: list[dict[str, Any]]) -> None:
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-
-    for message in messages:
-        if isinstance(message, SystemMessage):
-            system.append(message.content)
-        elif isinstance(message, UserMessage):
-            append("user", [{"text": message.content}])
-        elif isinstance(message, AssistantMessage):
-            parts: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
-            for c in message.tool_calls:
-                call: dict[str, Any] = {"name": c.name, "args": c.arguments}
-                if not c.id.startswith(SYNTHETIC_ID_PREFIX):
-                    call["id"] = c.id
-                parts.append({"functionCall": call})
-            if parts:
-                append("model", parts)
-        elif isinstance(message, ToolMessage):
-            response: dict[str, Any] = {"name": message.name,
-                                        "response": {"error" if message.is_error else "content": message.content}}
-            if not message.call_id.startswith(SYNTHETIC_ID_PREFIX):
-                response["id"] = message.call_id
-            append("user", [{"functionResponse": response}])
-        else:
-            raise TypeError(f"not a raygent message: {type(message).__name__}")
+    system, contents = alternating_turns(messages, _parts_of, parts_key="parts")
     body: dict[str, Any] = {"contents": contents}
     if system:
-        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+        body["systemInstruction"] = {"parts": [{"text": system}]}
     if tools:
         body["tools"] = [{"functionDeclarations": [
-            {"name": t["name"], "description": t.get("description", ""),
-             "parametersJsonSchema": t.get("parameters") or {"type": "object", "properties": {}}}
+            {"name": t["name"], "description": t.get("description", ""), "parametersJsonSchema": parameters_of(t)}
             for t in tools]}]
     return body
+
+
+def _parts_of(message: UserMessage | AssistantMessage | ToolMessage) -> tuple[str, list[dict[str, Any]]]:
+    if isinstance(message, UserMessage):
+        return "user", [{"text": message.content}]
+    if isinstance(message, AssistantMessage):
+        parts: list[dict[str, Any]] = [{"text": message.content}] if message.content else []
+        for c in message.tool_calls:
+            call: dict[str, Any] = {"name": c.name, "args": c.arguments}
+            if not c.id.startswith(SYNTHETIC_ID_PREFIX):
+                call["id"] = c.id
+            parts.append({"functionCall": call})
+        return "model", parts
+    response: dict[str, Any] = {"name": message.name,
+                                "response": {"error" if message.is_error else "content": message.content}}
+    if not message.call_id.startswith(SYNTHETIC_ID_PREFIX):
+        response["id"] = message.call_id
+    return "user", [{"functionResponse": response}]
 
 
 class GeminiProvider(HTTPStreamProvider):

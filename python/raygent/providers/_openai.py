@@ -47,16 +47,14 @@ from raygent.messages import (
     Done,
     Message,
     ReasoningDelta,
-    SystemMessage,
     TextDelta,
-    ToolCall,
     ToolCallDelta,
-    ToolCallEnd,
     ToolCallStart,
     ToolMessage,
     Usage,
     UserMessage,
 )
+from raygent.providers._convert import arguments_json, inline_items
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._sse import SSEEvent
 from raygent.providers._wire import ToolCallState as _Call
@@ -246,19 +244,7 @@ class OpenAIChatDecoder(SSEJsonDecoder):
                 return
             if not call.started:
                 raise ProviderError(f"tool call at index {index} ended without a function name")
-            raw = call.raw()
-            if not raw or raw.isspace():
-                arguments: Any = {}
-            else:
-                try:
-                    arguments = call.json.finish()
-                except JsonStreamError as exc:
-                    raise call.error("arguments are incomplete or invalid JSON", exc) from None
-                if not isinstance(arguments, dict):
-                    raise call.error(f"arguments are a JSON {type(arguments).__name__}, not an object")
-            call.ended = True
-            call_done = ToolCall(id=call.id, name=call.name, arguments=arguments)
-            out.append(ToolCallEnd(index=index, call=call_done))
+            call.end(out)
 
     def _close(self, out: list[Chunk], *, terminated: bool) -> None:
         if not terminated and self._finish_reason is None:
@@ -320,32 +306,24 @@ def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     TypeError
         For an object that is not a raygent message.
     """
-    result: list[dict[str, Any]] = []
-    for message in messages:
-        if isinstance(message, SystemMessage):
-            result.append({"role": "system", "content": message.content})
-        elif isinstance(message, UserMessage):
-            result.append({"role": "user", "content": message.content})
-        elif isinstance(message, AssistantMessage):
-            item: dict[str, Any] = {"role": "assistant", "content": message.content}
-            if message.tool_calls:
-                # The API's own replies carry null content next to tool calls; an empty string
-                # there is rejected by some compatible servers.
-                item["content"] = message.content or None
-                item["tool_calls"] = [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": orjson.dumps(call.arguments).decode()},
-                    }
-                    for call in message.tool_calls
-                ]
-            result.append(item)
-        elif isinstance(message, ToolMessage):
-            result.append({"role": "tool", "tool_call_id": message.call_id, "content": message.content})
-        else:
-            raise TypeError(f"not a raygent message: {type(message).__name__}")
-    return result
+    return inline_items(messages, _assistant_items, _tool_item)
+
+
+def _assistant_items(message: AssistantMessage) -> list[dict[str, Any]]:
+    item: dict[str, Any] = {"role": "assistant", "content": message.content}
+    if message.tool_calls:
+        # The API's own replies carry null content next to tool calls; an empty string there
+        # is rejected by some compatible servers.
+        item["content"] = message.content or None
+        item["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": arguments_json(c.arguments)}}
+            for c in message.tool_calls
+        ]
+    return [item]
+
+
+def _tool_item(message: ToolMessage) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": message.call_id, "content": message.content}
 
 
 def to_openai_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

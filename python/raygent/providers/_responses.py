@@ -40,7 +40,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpx
-import orjson
 
 from raygent.errors import ProviderError
 from raygent.messages import (
@@ -49,12 +48,12 @@ from raygent.messages import (
     Done,
     Message,
     ReasoningDelta,
-    SystemMessage,
     TextDelta,
     ToolMessage,
     Usage,
     UserMessage,
 )
+from raygent.providers._convert import arguments_json, inline_items
 from raygent.providers._http import HTTPStreamProvider
 from raygent.providers._openai import openai_headers
 from raygent.providers._wire import (
@@ -290,22 +289,17 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
     TypeError
         For an object that is not a raygent message.
     """
-    items: list[dict[str, Any]] = []
-    for message in messages:
-        if isinstance(message, SystemMessage):
-            items.append({"role": "system", "content": message.content})
-        elif isinstance(message, UserMessage):
-            items.append({"role": "user", "content": message.content})
-        elif isinstance(message, AssistantMessage):
-            if message.content:
-                items.append({"role": "assistant", "content": message.content})
-            items += [{"type": "function_call", "call_id": c.id, "name": c.name,
-                       "arguments": orjson.dumps(c.arguments).decode()} for c in message.tool_calls]
-        elif isinstance(message, ToolMessage):
-            items.append({"type": "function_call_output", "call_id": message.call_id, "output": message.content})
-        else:
-            raise TypeError(f"not a raygent message: {type(message).__name__}")
-    return items
+    return inline_items(messages, _assistant_items, _tool_item)
+
+
+def _assistant_items(message: AssistantMessage) -> list[dict[str, Any]]:
+    text = [{"role": "assistant", "content": message.content}] if message.content else []
+    return text + [{"type": "function_call", "call_id": c.id, "name": c.name, "arguments": arguments_json(c.arguments)}
+                   for c in message.tool_calls]
+
+
+def _tool_item(message: ToolMessage) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": message.call_id, "output": message.content}
 
 
 class OpenAIResponsesProvider(HTTPStreamProvider):
