@@ -90,7 +90,7 @@ def test_read_file_arguments_come_from_previous_grep_output():
     p.observe(ToolEvent("new", "grep", 2.0, arguments={"pattern": "bar"},
                         result_excerpt="lib/zeta.py:3: bar = 1\n"))
     args, conf = p.predict_arguments("new", "read_file")
-    assert args == {"path": "lib/zeta.py"} and conf == pytest.approx(1.0)
+    assert args == {"path": "lib/zeta.py"} and conf == pytest.approx(5 / 6)  # 5 of 5 calls, + 1
     spec = p.speculative_calls("new", threshold=0.5)
     assert spec == [PredictedCall("read_file", {"path": "lib/zeta.py"}, pytest.approx(spec[0].confidence))]
     assert spec[0].confidence >= 0.5
@@ -103,7 +103,7 @@ def test_never_speculates_a_mutating_tool():
         p.observe(ToolEvent(f"s{i}", "write_file", 1.0, arguments={"path": "a.py"}, result_excerpt="ok"))
     p.observe(ToolEvent("n", "read_file", 1.0, arguments={"path": "a.py"}, result_excerpt="a.py"))
     assert p.predict("n", k=1)[0][0] == "write_file"
-    assert p.predict_arguments("n", "write_file") == ({"path": "a.py"}, pytest.approx(1.0))
+    assert p.predict_arguments("n", "write_file") == ({"path": "a.py"}, pytest.approx(6 / 7))
     assert p.speculative_calls("n", threshold=0.0) == [] or all(
         c.tool != "write_file" for c in p.speculative_calls("n", threshold=0.0)
     )
@@ -258,3 +258,26 @@ def test_programs_learned_across_formats_are_predicted_as_the_sessions_shell():
     assert p.predict("cmd-new", k=1)[0][0] == "ls"
     # Probabilities of several programs sent to one shell add up; the distribution still sums to 1.
     assert sum(pr for _, pr in p.predict(sid, k=50)) == pytest.approx(1.0)
+
+
+def test_arguments_follow_the_sessions_calling_convention():
+    # The same tool called with a command line by one agent and with arguments of its own by
+    # another: each session is offered arguments in its own convention.
+    p = Predictor()
+    for i in range(3):
+        p.observe(ToolEvent(f"cmd{i}", "ls", 1.0, arguments={"command": "ls -F"}))
+        p.observe(ToolEvent(f"cmd{i}", "find_file", 1.0, arguments={"command": 'find_file "a.py" src'}))
+        p.end_session(f"cmd{i}")
+    p.observe(ToolEvent("fc0", "create", 1.0, arguments={"filename": "r.py"}))
+    p.observe(ToolEvent("fc0", "find_file", 1.0, arguments={"file_name": "a.py", "dir": "src"}))
+    p.end_session("fc0")
+    p.observe(ToolEvent("cmd", "ls", 1.0, arguments={"command": "ls -F"}))
+    assert p.predict_arguments("cmd", "find_file") == (
+        {"command": 'find_file "a.py" src'}, pytest.approx(3 / 4)
+    )
+    p.observe(ToolEvent("fc", "create", 1.0, arguments={"filename": "r.py"}))
+    assert p.predict_arguments("fc", "find_file") == (
+        {"file_name": "a.py", "dir": "src"}, pytest.approx(1 / 2)
+    )
+    # A session that has shown no convention yet is offered the most frequent of all.
+    assert p.predict_arguments("fresh", "find_file")[0] == {"command": 'find_file "a.py" src'}

@@ -40,9 +40,13 @@ Methods followed
   a slot naming its position among the paths of that result (after ``grep`` or ``find_file``,
   the next ``read_file``/``open`` is usually of a file in that output). A prediction fills the
   most frequent template that the current previous result can fill; a template with no slot
-  is a literal repeat. Its confidence is the template's share of the tool's calls; a second
-  source, "same arguments as this tool's last call in the session", competes with its own
-  online hit rate.
+  is a literal repeat. Templates are kept apart by calling convention (a bare command line
+  such as SWE-agent's ``find_file "x.py" src``, or arguments of their own such as
+  ``{"file_name": "x.py"}``) and a session is offered those of its own convention once it has
+  shown one. A template's confidence is ``c / (n + 1)``, ``c`` of the ``n`` calls of the tool
+  having used it (the ``+ 1`` keeps room for arguments never seen: one observation gives 1/2,
+  not certainty); a second source, "same arguments as this tool's last call in the
+  session", competes with its own online hit rate.
 - **Durations**: per action (a tool, or the program a shell tool ran), an exponentially weighted moving average (``alpha = 0.2``) and the
   p95 and p99 by the P² algorithm (Jain & Chlamtac, "The P² algorithm for dynamic calculation
   of quantiles and histograms without storing observations", CACM 28(10), 1985): five markers
@@ -344,7 +348,7 @@ def _fill(template: str, paths: Sequence[str]) -> dict[str, Any] | None:
 
 
 class _Session:
-    __slots__ = ("recent", "counts", "last_args", "paths", "history", "rows", "loglik", "direct", "shell", "command_lines")
+    __slots__ = ("recent", "counts", "last_args", "paths", "history", "rows", "loglik", "direct", "shell", "command_lines", "structured")
 
     def __init__(self, order: int) -> None:
         self.recent: deque[str | None] = deque([_START], maxlen=max(1, order - 1))
@@ -361,6 +365,7 @@ class _Session:
         self.direct: set[str] = set()
         self.shell: str | None = None
         self.command_lines = False  # some call was recorded as a bare command line
+        self.structured = False  # some call had arguments of its own (or went through a shell)
 
 
 class _Archived(msgspec.Struct):
@@ -444,7 +449,8 @@ class Predictor:
         self._weights = {e: 1.0 / len(self.EXPERTS) for e in self.EXPERTS}
         self._events = 0
         self._memo: tuple[str, int, Any] | None = None
-        self._templates: dict[str, Counter[str]] = defaultdict(Counter)
+        # (tool, recorded as a bare command line) -> argument template -> calls.
+        self._templates: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
         # Program -> the shell tool that last ran it (any session).
         self._wrapped: dict[str, str] = {}
         self._direct: set[str] = set()  # actions called as tools of their own (any session)
@@ -475,18 +481,22 @@ class Predictor:
             self._df[action] += 1
         s.counts[action] += 1
         s.recent.append(action)
+        command = event.arguments.get("command")
+        command_line = (
+            action == event.tool
+            and len(event.arguments) == 1
+            and isinstance(command, str)
+            and command.split(maxsplit=1)[:1] == [action]
+        )
+        if command_line:
+            s.command_lines = True
+        else:
+            s.structured = True
         if action == event.tool:
             s.direct.add(action)
             self._direct.add(action)
-            command = event.arguments.get("command")
-            if not (
-                len(event.arguments) == 1
-                and isinstance(command, str)
-                and command.split(maxsplit=1)[:1] == [action]
-            ):
+            if not command_line:
                 self._structured.add(action)
-            else:
-                s.command_lines = True
         else:
             s.shell = event.tool
             self._wrapped[action] = event.tool
@@ -498,7 +508,7 @@ class Predictor:
                 self._repeat[1] += 1
                 self._repeat[0] += last == canon
             s.last_args[event.tool] = canon
-            self._templates[event.tool][_template(event.arguments, s.paths)] += 1
+            self._templates[event.tool, command_line][_template(event.arguments, s.paths)] += 1
             s.paths = _paths(event.result_excerpt)
         st = self.stats.get(action)
         if st is None:
@@ -695,13 +705,18 @@ class Predictor:
         s = self._sessions.get(session_id)
         paths = s.paths if s else []
         best: tuple[dict[str, Any], float] | None = None
-        templates = self._templates.get(tool)
+        # Arguments follow the session's calling convention: command lines (SWE-agent's
+        # ``find_file "x.py" src``) or arguments of their own (``{"file_name": "x.py"}``).
+        styles = [s.command_lines] if s is not None and s.command_lines != s.structured else [False, True]
+        templates: Counter[str] = Counter()
+        for style in styles:
+            templates.update(self._templates.get((tool, style), {}))
         if templates:
             total = sum(templates.values())
             for template, c in templates.most_common():
                 args = _fill(template, paths)
                 if args is not None:
-                    best = (args, c / total)
+                    best = (args, c / (total + 1))  # a new argument set is always possible
                     break
         if s is not None and tool in s.last_args:
             hits, trials = self._repeat
