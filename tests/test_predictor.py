@@ -281,3 +281,17 @@ def test_arguments_follow_the_sessions_calling_convention():
     )
     # A session that has shown no convention yet is offered the most frequent of all.
     assert p.predict_arguments("fresh", "find_file")[0] == {"command": 'find_file "a.py" src'}
+
+
+def test_plan_groups_names_programs_by_the_sessions_shell():
+    p = Predictor()
+    for i in range(5):
+        for cmd in ("ls -F", "python x.py", "rm x.py"):
+            p.observe(ToolEvent(f"s{i}", "run_command", 1.0, arguments={"command": cmd}))
+        p.end_session(f"s{i}")
+    p.observe(ToolEvent("now", "run_command", 1.0, arguments={"command": "ls -F"}))
+    groups = p.plan_groups("now", horizon=2, min_probability=0.1)
+    # python then rm, both through the session's shell (a mutating tool: one call per group).
+    assert groups and all(tool == "run_command" for g in groups for tool, _ in g)
+    assert [len(g) for g in groups] == [1, 1]
+    assert p.next_tools("ls")[0][0] == "python"

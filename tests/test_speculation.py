@@ -109,6 +109,13 @@ async def test_unused_speculation_is_wasted_at_the_next_round_or_when_invalidate
     await pipe.prefetch([_read("pkg/other.py")], session_id="t")
     m = pipe.metrics()["speculative"]
     assert (m["executed"], m["hits"], m["wasted"], m["pending"], m["skipped"]) == (2, 0, 2, 0, 1)
+    # The end of a session closes its last round; other sessions' rounds are untouched.
+    (workspace / "pkg" / "third.py").write_text("C = 3\n")
+    await pipe.prefetch([_read("pkg/third.py")], session_id="t")
+    await pipe.prefetch([_read("pkg/third.py", "again")], session_id="u")  # cached: skipped
+    assert pipe.end_speculation("u") == 0 and pipe.end_speculation("t") == 1
+    m = pipe.metrics()["speculative"]
+    assert (m["executed"], m["wasted"], m["pending"], m["skipped"]) == (3, 3, 0, 2)
 
 
 async def test_failed_speculation_is_wasted_not_cached(workspace):

@@ -158,6 +158,10 @@ class ToolActor:
         ]
         return len(await self.pipeline.prefetch(calls, session_id=session_id))
 
+    def end_session(self, session_id: str) -> None:
+        """The session is over: its unused speculative results count as wasted."""
+        self.pipeline.end_speculation(session_id)
+
     async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
         """Streaming generator: one encoded ToolResult per call, as each finishes."""
         async for result in self.pipeline.run_turn(decode(calls, list[ToolCall])):
@@ -324,6 +328,10 @@ class AgentActor:
     async def shutdown(self) -> None:
         # async for the same reason as approve: it answers pending approvals on the loop.
         self.session.shutdown()
+        for task in list(self._hint_tasks):
+            task.cancel()
+        # Fire-and-forget: the tool actor counts this session's unused speculation as waste.
+        self.tool_actor.end_session.remote(self.spec.session_id)
 
 
 def decode_history(data: bytes) -> list[Message]:

@@ -728,9 +728,7 @@ class ToolPipeline:
             skipped when its tool is unknown or not read-only (never run speculatively), when
             the cache is off, or when its result is already cached or being computed.
         """
-        for key in self._spec_rounds.pop(session_id, ()):
-            if self._spec_unused.pop(key, None) is not None:
-                self._spec["wasted"] += 1
+        self.end_speculation(session_id)
         keys: set[bytes] = set()
         self._spec_rounds[session_id] = keys
         started = time.perf_counter()
@@ -759,6 +757,17 @@ class ToolPipeline:
             if result.is_error and self._spec_unused.pop(key, None) is not None:
                 self._spec["wasted"] += 1
         return results
+
+    def end_speculation(self, session_id: str) -> int:
+        """Close the session's latest speculation round: its results no real call used are
+        counted as wasted and forgotten (their cache entries stay, as any read's would).
+        Returns how many were wasted."""
+        wasted = 0
+        for key in self._spec_rounds.pop(session_id, ()):
+            if self._spec_unused.pop(key, None) is not None:
+                wasted += 1
+        self._spec["wasted"] += wasted
+        return wasted
 
     # --- turns -------------------------------------------------------------------------------
 

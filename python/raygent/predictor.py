@@ -673,10 +673,12 @@ class Predictor:
         return action if action in self._direct else wrapper
 
     def next_tools(self, after: str | None, *, k: int = 3) -> list[tuple[str, float]]:
-        """The ``k`` most likely tools to follow ``after`` (``None``: a session's first call).
+        """The ``k`` most likely actions to follow ``after`` (``None``: a session's first call).
 
         First-order view over every session (no back-off), kept for callers that know only
-        the previous tool; :meth:`predict` uses the session's longer context.
+        the previous call; :meth:`predict` uses the session's longer context. Actions are
+        tool names, except that a shell tool's calls are its programs (:func:`action_of`):
+        after ``"grep"`` may come ``"pytest"``, and ``after="pytest"`` asks what follows it.
 
         Returns
         -------
@@ -857,6 +859,11 @@ class Predictor:
         ``horizon`` steps); consecutive read-only tools share a group (they may run together),
         a mutating tool is a group of its own.
 
+        The runtime does not use this: the pipeline plans each turn's groups itself from the
+        calls it actually got and the paths they touch (:meth:`raygent.pipeline.ToolPipeline.run_turn`),
+        which is finer than tool names, and look-ahead execution is what
+        :meth:`speculative_calls` feeds. It is a hint for callers that schedule ahead.
+
         Returns
         -------
         list of groups, each a list of (tool, chain probability)
@@ -871,16 +878,17 @@ class Predictor:
             scores = self._scores(recent, counts)
             if not scores:
                 break
-            tool, p = min(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+            action, p = min(scores.items(), key=lambda kv: (-kv[1], kv[0]))
             prob *= p
             if prob < min_probability:
                 break
+            tool = self._tool_for(s, action)
             if tool in allowed and groups and groups[-1][0][0] in allowed:
                 groups[-1].append((tool, prob))
             else:
                 groups.append([(tool, prob)])
-            recent = (recent + [tool])[-max(1, self.order - 1) :]
-            counts[tool] += 1
+            recent = (recent + [action])[-max(1, self.order - 1) :]
+            counts[action] += 1
         return groups
 
     @staticmethod
