@@ -197,6 +197,11 @@ class PredictorActor:
 _log = logging.getLogger(__name__)
 
 
+def _has(actor: Any, method: str) -> bool:
+    # A Ray actor handle raises AttributeError for a method its class does not define.
+    return actor is not None and hasattr(actor, method)
+
+
 class AgentActor:
     """One session's turn loop; tools run on ``tool_actor``, events go to ``predictor``.
 
@@ -223,7 +228,9 @@ class AgentActor:
             policy=self.spec.policy,
             approval_timeout_s=self.spec.approval_timeout_s,
             compact_threshold=self.spec.compact_threshold,
-            on_generate=self._start_hints,
+            # Hints need a predictor that gives them and a tool actor that takes them (a
+            # replay's recorded-results actor does not).
+            on_generate=self._start_hints if _has(predictor, "hints") and _has(tool_actor, "apply_hints") else None,
         )
 
     def _start_hints(self) -> None:
@@ -330,8 +337,9 @@ class AgentActor:
         self.session.shutdown()
         for task in list(self._hint_tasks):
             task.cancel()
-        # Fire-and-forget: the tool actor counts this session's unused speculation as waste.
-        self.tool_actor.end_session.remote(self.spec.session_id)
+        if _has(self.tool_actor, "end_session"):
+            # Fire-and-forget: the tool actor counts this session's unused speculation as waste.
+            self.tool_actor.end_session.remote(self.spec.session_id)
 
 
 def decode_history(data: bytes) -> list[Message]:
