@@ -294,3 +294,23 @@ def test_ray_metrics_recorded_in_a_worker_and_exported(ray_cluster):
     assert any(ln.startswith("ray_raygent_tool_latency_ms_count") and 'tool="grep"' in ln and ln.endswith(" 3.0") for ln in lines), lines
     assert any(ln.startswith("ray_raygent_state_transitions") and 'target="ProcessingPrompt"' in ln for ln in lines), lines
     assert any(ln.startswith("ray_raygent_queue_depth") and ln.endswith(" 5.0") for ln in lines), lines
+
+
+@pytest.mark.ray
+def test_agent_metrics_on_ray(ray_cluster, tmp_path):
+    import raygent
+
+    (tmp_path / "billing.py").write_text("def compute_invoice(total):\n    return round(total, 2)\n")
+    agent = raygent.Agent(workspace=tmp_path, model="scripted")
+    try:
+        result = agent.run("Where is invoice rounding?")
+        m = agent.metrics()
+        status = agent.status()
+    finally:
+        agent.close()
+    assert isinstance(m, SessionMetrics)
+    assert m.prompts == 1
+    assert m.turns == result.turns == status["stats"]["turns"]
+    assert m.tool_calls == len(result.tool_calls) > 0
+    assert m.tool_latency_p50_ms is not None and m.time_to_first_token_p50_ms is not None
+    assert sum(m.state_transitions.values()) == len(status["transitions"])

@@ -36,6 +36,7 @@ from raygent.messages import (
     decode,
     encode,
 )
+from raygent.observability import MetricsCollector, default_sinks
 from raygent.pipeline import ToolPipeline
 from raygent.policy import Policy
 from raygent.predictor import Hints, Predictor, ToolEvent
@@ -232,6 +233,14 @@ class AgentActor:
             # replay's recorded-results actor does not).
             on_generate=self._start_hints if _has(predictor, "hints") and _has(tool_actor, "apply_hints") else None,
         )
+        self.metrics = MetricsCollector(
+            clock=time.monotonic,
+            sinks=default_sinks(
+                model=self.spec.provider.model or self.spec.provider.display_name,
+                provider=self.spec.provider.kind,
+                session_id=self.spec.session_id,
+            ),
+        )
 
     def _start_hints(self) -> None:
         task = asyncio.get_running_loop().create_task(self._hints())
@@ -285,8 +294,9 @@ class AgentActor:
         interval_s = (self.spec.flush_interval_ms if flush_interval_ms is None else flush_interval_ms) / 1000.0
         try:
             async for chunk in self.session.run(prompt):
-                batch.append(chunk)
                 now = time.monotonic()
+                self.metrics.observe(chunk, now)
+                batch.append(chunk)
                 if (
                     isinstance(chunk, _FLUSH_NOW)
                     or len(batch) >= max_chunks
@@ -317,6 +327,10 @@ class AgentActor:
 
     def history(self) -> bytes:
         return encode(self.session.context.history)
+
+    def metrics_snapshot(self) -> bytes:
+        """The session's figures, an encoded :class:`~raygent.observability.SessionMetrics`."""
+        return encode(self.metrics.snapshot())
 
     def status(self) -> dict[str, Any]:
         s = self.session

@@ -48,6 +48,7 @@ __all__ = [
     "RayMetricsSink",
     "GenAISpanSink",
     "percentile",
+    "default_sinks",
     "LATENCY_BOUNDARIES_MS",
 ]
 
@@ -486,3 +487,19 @@ class GenAISpanSink(MetricsSink):
         if is_error:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
         span.end(end_time=end_ns)
+
+
+def default_sinks(*, model: str, provider: str, session_id: str) -> list[MetricsSink]:
+    """The sinks a running agent feeds: Ray metrics inside Ray, gen_ai.* spans with opentelemetry.
+
+    Spans go to the globally configured ``TracerProvider``; with none configured the
+    OpenTelemetry API's no-op tracer drops them at almost no cost.
+    """
+    import ray
+
+    sinks: list[MetricsSink] = []
+    if ray.is_initialized():
+        sinks.append(RayMetricsSink())
+    if GenAISpanSink.available():
+        sinks.append(GenAISpanSink(model=model, provider=provider, session_id=session_id))
+    return sinks

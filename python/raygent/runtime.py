@@ -36,6 +36,7 @@ from raygent.messages import (
     decode,
     encode,
 )
+from raygent.observability import SessionMetrics
 from raygent.policy import POLICY_FILE, Policy, load_policy
 from raygent.providers._ratelimit import RateLimits
 from raygent.providers._spec import resolve_provider
@@ -369,6 +370,12 @@ class Agent:
     def status(self) -> dict[str, Any]:
         """State, error kind, totals and recent transitions of the session."""
         return _get(self._actor.status.remote())
+
+    def metrics(self) -> SessionMetrics:
+        """The session's figures: tool latency p50/p99, cache hit ratio, turn and prompt latency,
+        time to first token, tokens and state transition counts (see
+        :class:`raygent.observability.SessionMetrics`)."""
+        return decode(_get(self._actor.metrics_snapshot.remote()), SessionMetrics)
 
     def next_tools(self, after: str | None, k: int = 3) -> list[tuple[str, float]]:
         """The predictor's most likely next tools after ``after`` (over every session of the job)."""
