@@ -267,3 +267,44 @@ def test_speculation_asks_the_policy_and_only_runs_what_it_allows(workspace):
     assert s.may_speculate("list_dir", {})
     free = Session(provider=GrepThenReadModel(), run_tools=_pipe(workspace).run_turn, tool_schemas=[])
     assert free.may_speculate("read_file", {"path": "pkg/scheduler.py"})
+
+
+async def test_real_call_joining_a_queued_speculative_run_lifts_its_priority(workspace):
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    @tool(read_only=True)
+    async def hold() -> str:
+        """Hold the only slot until released."""
+        await gate.wait()
+        return "held"
+
+    @tool(read_only=True)
+    def note(what: str) -> str:
+        """Record a call.
+
+        Parameters
+        ----------
+        what : str
+            Its name.
+        """
+        order.append(what)
+        return what
+
+    pipe = ToolPipeline({"hold": hold, "note": note}, max_concurrency=1)
+    held = asyncio.ensure_future(pipe.run_call(ToolCall("h", "hold", {})))
+    await asyncio.sleep(0)
+    spec = asyncio.ensure_future(pipe.prefetch([ToolCall("s", "note", {"what": "predicted"})]))
+    await asyncio.sleep(0)
+    other = asyncio.ensure_future(pipe.run_call(ToolCall("o", "note", {"what": "other"})))
+    await asyncio.sleep(0)
+    # The model asks for the predicted call while the speculative run still waits (low).
+    real = asyncio.ensure_future(pipe.run_call(ToolCall("r", "note", {"what": "predicted"})))
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(held, spec, other, real)
+    assert results[3].cached and results[3].content == "predicted"
+    # Lifted to the real call's priority, the speculative run went first (it was queued
+    # before "other"); left at low it would have waited for "other".
+    assert order == ["predicted", "other"]
+    assert pipe.metrics()["speculative"]["hits"] == 1

@@ -39,7 +39,8 @@ begins after a write has finished never sees content from before it.
 **Speculative execution** (:meth:`ToolPipeline.prefetch`). Predicted read-only calls run at
 ``low`` priority before the model asks for them, through the same single-flight and cache, so
 a real call that comes next is answered from the cache or joins the speculative run
-(``cached=True`` either way). A mutating or unknown tool is never run speculatively. Metrics
+(``cached=True`` either way; a real call that joins a speculative run still queued lifts it to
+its own priority). A mutating or unknown tool is never run speculatively. Metrics
 count speculative executions, hits (real calls they answered) and waste (those no real call
 used before the session's next speculation round, or that failed or were invalidated).
 
@@ -187,6 +188,10 @@ class _Scheduler:
         self.by_tool: Counter[str] = Counter()
         self._waiters: list[tuple[int, int, str, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        # A task's queued request, and the rank a more urgent caller raised the task to (a
+        # speculative run at low priority that a real call joined).
+        self._waiting: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
+        self._promoted: dict[asyncio.Task[Any], int] = {}
 
     def _can(self, tool: str) -> bool:
         limit = self.per_tool.get(tool)
@@ -204,9 +209,14 @@ class _Scheduler:
         if not self._waiters and self._can(tool):
             self._take(tool)
             return
+        task = asyncio.current_task()
+        if task is not None:
+            rank = min(rank, self._promoted.get(task, rank))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (rank, next(self._seq), tool, fut))
         self._dispatch()
+        if task is not None:
+            self._waiting[task] = fut
         try:
             await fut
         except asyncio.CancelledError:
@@ -215,6 +225,24 @@ class _Scheduler:
             else:
                 fut.cancel()
             raise
+        finally:
+            if task is not None:
+                self._waiting.pop(task, None)
+
+    def promote(self, task: asyncio.Task[Any], rank: int) -> None:
+        """Queue ``task``'s request (now and on retries) at ``rank`` if that is more urgent."""
+        if task.done() or rank >= self._promoted.get(task, PRIORITIES["low"] + 1):
+            return
+        if task not in self._promoted:
+            task.add_done_callback(lambda t: self._promoted.pop(t, None))
+        self._promoted[task] = rank
+        fut = self._waiting.get(task)
+        for i, item in enumerate(self._waiters):
+            if item[3] is fut and rank < item[0]:
+                self._waiters[i] = (rank, item[1], item[2], item[3])
+                heapq.heapify(self._waiters)
+                self._dispatch()
+                return
 
     def release(self, tool: str) -> None:
         self.running -= 1
@@ -485,6 +513,8 @@ class ToolPipeline:
             task.add_done_callback(functools.partial(self._end_flight, fkey, flight))
         else:
             self._counts["singleflight_shared"] += 1
+            # A real call joining a speculative run queued at low priority must not wait there.
+            self._sched.promote(flight.task, rank)
         flight.waiters += 1
         try:
             result = await asyncio.shield(flight.task)
