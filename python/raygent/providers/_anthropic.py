@@ -81,10 +81,10 @@ DEFAULT_VERSION = "2023-06-01"
 
 # The start of a content_block_start payload as the API writes it, up to the block's type.
 _BLOCK_START = re.compile(
-    r'\{\s*"type"\s*:\s*"content_block_start"\s*,\s*"index"\s*:\s*(\d+)\s*,'
-    r'\s*"content_block"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"'
+    rb'\{\s*"type"\s*:\s*"content_block_start"\s*,\s*"index"\s*:\s*(\d+)\s*,'
+    rb'\s*"content_block"\s*:\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"'
 )
-_DECODED_BLOCKS = frozenset({"text", "thinking", "tool_use"})
+_DECODED_BLOCKS = frozenset({b"text", b"thinking", b"tool_use"})
 _SKIM_MIN_CHARS = 1024
 _USAGE_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 
@@ -121,9 +121,9 @@ class AnthropicDecoder(SSEJsonDecoder):
         self._usage: dict[str, int] = {}
 
     def _event(self, event: SSEEvent, out: list[Chunk]) -> None:
-        data = event.data
-        if len(data) >= _SKIM_MIN_CHARS:
-            start = _BLOCK_START.match(data)
+        raw = event.raw
+        if len(raw) >= _SKIM_MIN_CHARS:
+            start = _BLOCK_START.match(raw)
             if start is not None and start[2] not in _DECODED_BLOCKS:
                 self._saw_payload = True
                 self._blocks[int(start[1])] = None

@@ -118,7 +118,7 @@ class OpenAIChatDecoder(SSEJsonDecoder):
     def _event(self, event: SSEEvent, out: list[Chunk]) -> None:
         if self._closed or event.event not in ("message", "error"):
             return
-        if len(event.data) <= _DONE_MAX_CHARS and event.data.strip() == "[DONE]":
+        if len(event.raw) <= _DONE_MAX_CHARS and event.raw.strip() == b"[DONE]":
             self._close(out, terminated=True)
             return
         super()._event(event, out)

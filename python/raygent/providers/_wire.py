@@ -307,23 +307,27 @@ class SSEJsonDecoder(ABC):
         return out
 
     def _event(self, event: SSEEvent, out: list[Chunk]) -> None:
-        data = event.data
-        if not data or data.isspace():
+        raw = event.raw
+        if not raw or raw.isspace():
             return
-        if len(data) <= _DONE_MAX_CHARS and data.strip() == "[DONE]":
+        if len(raw) <= _DONE_MAX_CHARS and raw.strip() == b"[DONE]":
             # Not part of these formats, but some proxies (OpenRouter) append it: an end of body.
             if not self._saw_payload:
                 raise StreamBroken("stream ended without any payload", received=self.received + out)
             self._end_of_body(out)
             return
         try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError(
-                f"stream payload is not JSON ({exc}): {data[:PAYLOAD_PREVIEW_CHARS]!r}"
-            ) from None
+            payload = orjson.loads(raw)  # UTF-8 bytes as received: no decode to str first
+        except orjson.JSONDecodeError:
+            # orjson refuses invalid UTF-8, which the SSE spec decodes to U+FFFD: parse that text.
+            try:
+                payload = orjson.loads(event.data)
+            except orjson.JSONDecodeError as exc:
+                raise ProviderError(
+                    f"stream payload is not JSON ({exc}): {event.data[:PAYLOAD_PREVIEW_CHARS]!r}"
+                ) from None
         if not isinstance(payload, dict):
-            raise ProviderError(f"stream payload is not a JSON object: {data[:PAYLOAD_PREVIEW_CHARS]!r}")
+            raise ProviderError(f"stream payload is not a JSON object: {event.data[:PAYLOAD_PREVIEW_CHARS]!r}")
         self._saw_payload = True
         self._payload(payload, event.event, out)
 
