@@ -12,6 +12,7 @@ import pwd
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -273,6 +274,26 @@ def test_sqlite_default_file_under_the_workspace_in_wal_mode(tmp_path):
     assert mode == "wal"
     assert default_path(tmp_path) == tmp_path / ".raygent" / "sessions.db"
     assert default_path(tmp_path).is_file()
+
+
+def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path):
+    path = tmp_path / "sessions.db"
+    store = SQLiteStore(path, timeout_s=0.5)
+    store.append("s", HISTORY[:2], start_seq=0)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    writer.execute("INSERT INTO raygent_messages VALUES ('s', 2, x'c0')")
+    try:
+        assert store.load("s") == HISTORY[:2]  # the committed snapshot, at once
+        assert store.last_seq("s") == 1 and [i.session_id for i in store.list_sessions()] == ["s"]
+        with pytest.raises(StoreError):  # a write waits for the lock, then gives up
+            store.append("s", HISTORY[2:3], start_seq=2)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert store.append("s", HISTORY[2:3], start_seq=2) == 1
+    assert store.load("s") == HISTORY[:3]
+    store.close()
 
 
 def test_sqlite_not_a_database_is_a_typed_error(tmp_path):

@@ -172,8 +172,11 @@ class _SQLStore(abc.ABC):
         self._closed = False
 
     @abc.abstractmethod
-    def _transaction(self) -> contextlib.AbstractContextManager[Any]:
-        """One database transaction, yielding a cursor; committed on exit, rolled back on error."""
+    def _transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """One database transaction, yielding a cursor; committed on exit, rolled back on error.
+
+        ``write=False`` marks a read-only one, which need not wait for writers.
+        """
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -183,12 +186,12 @@ class _SQLStore(abc.ABC):
         return sql.replace("?", self._ph) if self._ph != "?" else sql
 
     @contextlib.contextmanager
-    def _tx(self, session_id: str, what: str) -> Iterator[Any]:
+    def _tx(self, session_id: str, what: str, *, write: bool = True) -> Iterator[Any]:
         if self._closed:
             raise StoreError(f"{what}: the store is closed", session_id=session_id)
         with self._lock:
             try:
-                with self._transaction() as cur:
+                with self._transaction(write) as cur:
                     yield cur
             except StoreError:
                 raise
@@ -263,7 +266,7 @@ class _SQLStore(abc.ABC):
             return len(new)
 
     def load(self, session_id: str, *, after_seq: int = -1) -> list[Message]:
-        with self._tx(session_id, "load") as cur:
+        with self._tx(session_id, "load", write=False) as cur:
             cur.execute(
                 self._q("SELECT data FROM raygent_messages WHERE session_id = ? AND seq > ? ORDER BY seq"),
                 (session_id, after_seq),
@@ -275,7 +278,7 @@ class _SQLStore(abc.ABC):
             raise StoreError(f"session {session_id!r}: a stored message does not decode: {exc}", session_id=session_id) from exc
 
     def last_seq(self, session_id: str) -> int:
-        with self._tx(session_id, "last_seq") as cur:
+        with self._tx(session_id, "last_seq", write=False) as cur:
             cur.execute(self._q("SELECT last_seq FROM raygent_sessions WHERE session_id = ?"), (session_id,))
             row = cur.fetchone()
         return -1 if row is None else int(row[0])
@@ -298,7 +301,7 @@ class _SQLStore(abc.ABC):
         return Checkpoint(session_id=session_id, state=state, turn=turn, last_seq=last, metadata=meta, at=now)
 
     def load_checkpoint(self, session_id: str) -> Checkpoint | None:
-        with self._tx(session_id, "load_checkpoint") as cur:
+        with self._tx(session_id, "load_checkpoint", write=False) as cur:
             cur.execute(
                 self._q(
                     "SELECT state, turn, checkpoint_seq, metadata, checkpoint_at FROM raygent_sessions "
@@ -314,7 +317,7 @@ class _SQLStore(abc.ABC):
         return Checkpoint(session_id=session_id, state=state, turn=int(turn), last_seq=int(seq), metadata=meta, at=float(at))
 
     def list_sessions(self) -> list[SessionInfo]:
-        with self._tx("", "list_sessions") as cur:
+        with self._tx("", "list_sessions", write=False) as cur:
             cur.execute(
                 "SELECT session_id, last_seq, state, turn, created_at, updated_at FROM raygent_sessions "
                 "ORDER BY updated_at DESC, session_id"
@@ -421,11 +424,12 @@ class SQLiteStore(_SQLStore):
             raise StoreError(f"cannot open the session store at {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
         cur = self._conn.cursor()
         # IMMEDIATE takes the write lock now: two writers that both read first and then upgrade
-        # would deadlock (SQLITE_BUSY at once, busy_timeout notwithstanding).
-        cur.execute("BEGIN IMMEDIATE")
+        # would deadlock (SQLITE_BUSY at once, busy_timeout notwithstanding). A read takes a
+        # plain (deferred) transaction: under WAL it reads a snapshot while a writer commits.
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield cur
         except BaseException:
@@ -489,7 +493,8 @@ class PostgresStore(_SQLStore):
             raise StoreError(f"cannot open the PostgreSQL session store: {exc}") from exc
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        # MVCC: readers never wait for writers, so a read needs no mode of its own here.
         with self._conn.transaction(), self._conn.cursor() as cur:
             yield cur
 

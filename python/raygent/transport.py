@@ -76,14 +76,14 @@ DEFAULT_FLUSH_INTERVAL_MS = 2.0
 # --- large payloads out of band --------------------------------------------------------------
 
 _BINARY = (bytes, bytearray, memoryview)
-Path = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 
 def _nbytes(value: bytes | bytearray | memoryview) -> int:
     return value.nbytes if isinstance(value, memoryview) else len(value)
 
 
-def _extract(obj: Any, threshold: int, path: Path, paths: list[Path], buffers: list[memoryview]) -> Any:
+def _extract(obj: Any, threshold: int, path: FieldPath, paths: list[FieldPath], buffers: list[memoryview]) -> Any:
     """``obj`` with every binary value of at least ``threshold`` bytes replaced by ``b""``.
 
     Walks Structs, lists, tuples and dicts; each replaced value's position goes to ``paths`` and
@@ -130,7 +130,7 @@ def _extract(obj: Any, threshold: int, path: Path, paths: list[Path], buffers: l
     return obj
 
 
-def _inject(obj: Any, path: Path, value: memoryview) -> Any:
+def _inject(obj: Any, path: FieldPath, value: memoryview) -> Any:
     """``obj`` with the value at ``path`` replaced by ``value`` (containers along it rebuilt)."""
     if not path:
         return value
@@ -154,7 +154,7 @@ def _inject(obj: Any, path: Path, value: memoryview) -> Any:
     raise TransportError(f"cannot place a payload at {path!r}: reached a {type(obj).__name__}", path=path)
 
 
-def _rebuild(body: bytes, paths: tuple[Path, ...], *buffers: Any) -> Envelope:
+def _rebuild(body: bytes, paths: tuple[FieldPath, ...], *buffers: Any) -> Envelope:
     return Envelope(body, paths, tuple(memoryview(b) for b in buffers))
 
 
@@ -179,7 +179,7 @@ class Envelope:
 
     __slots__ = ("body", "paths", "buffers")
 
-    def __init__(self, body: bytes, paths: tuple[Path, ...], buffers: tuple[memoryview, ...]) -> None:
+    def __init__(self, body: bytes, paths: tuple[FieldPath, ...], buffers: tuple[memoryview, ...]) -> None:
         self.body = body
         self.paths = paths
         self.buffers = buffers
@@ -249,7 +249,7 @@ def pack(message: Any, *, threshold_bytes: int = DEFAULT_THRESHOLD_BYTES) -> Env
     msgspec.EncodeError
         If the message holds a value msgspec cannot encode.
     """
-    paths: list[Path] = []
+    paths: list[FieldPath] = []
     buffers: list[memoryview] = []
     stripped = _extract(message, threshold_bytes, (), paths, buffers)
     return Envelope(msgspec.msgpack.encode(stripped), tuple(paths), tuple(buffers))
