@@ -34,9 +34,11 @@ __all__ = [
     "Done",
     "StreamError",
     "ToolResultChunk",
+    "ToolOutputDelta",
     "StateChange",
     "ApprovalRequest",
     "Chunk",
+    "ToolStreamItem",
     "encode",
     "decode",
     "to_builtins",
@@ -193,6 +195,29 @@ class ToolResultChunk(msgspec.Struct, tag="tool_result", frozen=True):
     result: ToolResult
 
 
+class ToolOutputDelta(msgspec.Struct, tag="tool_output_delta", frozen=True):
+    """Output a tool produced while it runs (runtime event, for progress display).
+
+    Sent to the caller of ``Agent.stream`` as the tool's output arrives, ANSI-stripped and
+    coalesced by the pipeline (see :class:`~raygent.pipeline.ToolPipeline`,
+    ``output_delta_max_bytes`` and ``output_delta_interval_ms``). Never part of the history:
+    the model sees only the call's final :class:`ToolResult`, which is the same whether or not
+    its output was streamed.
+
+    Attributes
+    ----------
+    call_id, name : str
+        The :class:`ToolCall` producing the output.
+    text : str
+        The next piece of output. When a tool writes faster than one delta per interval can
+        carry, the delta starts with a ``[... N bytes of output not streamed ...]`` line.
+    """
+
+    call_id: str
+    name: str
+    text: str
+
+
 class StateChange(msgspec.Struct, tag="state", frozen=True):
     """The agent's state machine moved (runtime event)."""
 
@@ -225,9 +250,14 @@ Chunk = Union[
     Done,
     StreamError,
     ToolResultChunk,
+    ToolOutputDelta,
     StateChange,
     ApprovalRequest,
 ]
+
+#: What a tool actor streams back for one turn: output deltas while calls run, and one
+#: :class:`ToolResultChunk` per call when it finishes (a call's deltas all come before its result).
+ToolStreamItem = Union[ToolOutputDelta, ToolResultChunk]
 
 # --- codec --------------------------------------------------------------------------------------
 

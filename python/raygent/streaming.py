@@ -34,6 +34,7 @@ from raygent.messages import (
     ToolCallEnd,
     ToolCallStart,
     ToolResult,
+    ToolOutputDelta,
     ToolResultChunk,
     Usage,
 )
@@ -51,6 +52,7 @@ CHUNK_KINDS: dict[str, type] = {
     "done": Done,
     "error": StreamError,
     "tool_result": ToolResultChunk,
+    "tool_output_delta": ToolOutputDelta,
     "state": StateChange,
     "approval_request": ApprovalRequest,
 }
@@ -79,6 +81,9 @@ class StreamResult(msgspec.Struct):
         Finished tool calls, in order.
     tool_results : list of ToolResult
         Tool results, in the order they finished.
+    tool_output : dict of str to str
+        Output streamed by running tools (:class:`~raygent.messages.ToolOutputDelta`), joined
+        per call id; progress only, the results hold what the model saw.
     usage : Usage
         Tokens summed over the run's :class:`~raygent.messages.Usage` chunks (tokens).
     finish_reason : str or None
@@ -91,6 +96,7 @@ class StreamResult(msgspec.Struct):
     reasoning: str = ""
     tool_calls: list[ToolCall] = []
     tool_results: list[ToolResult] = []
+    tool_output: dict[str, str] = {}
     usage: Usage = Usage()
     finish_reason: str | None = None
     chunks: int = 0
@@ -127,7 +133,8 @@ class Stream:
         (``Agent.stream``) applies it.
     flush_interval_ms : float, default 20.0
         Longest a chunk waits in the producer's batch before it is sent (milliseconds);
-        finished tool calls, tool results, state changes and the end are sent at once.
+        finished tool calls, tool results, tool output deltas (already coalesced by the tool
+        pipeline), state changes and the end are sent at once.
     text_only : bool, default False
         Yield only :class:`~raygent.messages.TextDelta` chunks.
     include : iterable of str or type, optional
@@ -238,6 +245,7 @@ def _gather(chunks: Iterable[Chunk]) -> StreamResult:
     reasoning: list[str] = []
     calls: list[ToolCall] = []
     results: list[ToolResult] = []
+    output: dict[str, list[str]] = {}
     tokens_in = tokens_out = n = 0
     finish: str | None = None
     for c in chunks:
@@ -250,6 +258,8 @@ def _gather(chunks: Iterable[Chunk]) -> StreamResult:
             calls.append(c.call)
         elif isinstance(c, ToolResultChunk):
             results.append(c.result)
+        elif isinstance(c, ToolOutputDelta):
+            output.setdefault(c.call_id, []).append(c.text)
         elif isinstance(c, Usage):
             tokens_in += c.input_tokens
             tokens_out += c.output_tokens
@@ -260,6 +270,7 @@ def _gather(chunks: Iterable[Chunk]) -> StreamResult:
         reasoning="".join(reasoning),
         tool_calls=calls,
         tool_results=results,
+        tool_output={k: "".join(v) for k, v in output.items()},
         usage=Usage(tokens_in, tokens_out),
         finish_reason=finish,
         chunks=n,

@@ -1,7 +1,7 @@
 """Tools: the ``@tool`` decorator, the workspace sandbox and the built-in tools."""
 
 from raygent.tools._builtin import MAX_FILE_BYTES, SKIP_DIRS, builtin_tools, scrubbed_env
-from raygent.tools._tool import Tool, tool
+from raygent.tools._tool import Tool, emit, tool
 from raygent.tools._workspace import Workspace
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Tool",
     "Workspace",
     "builtin_tools",
+    "emit",
     "scrubbed_env",
     "tool",
 ]

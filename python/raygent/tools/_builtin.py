@@ -16,7 +16,7 @@ from pathlib import Path
 
 from raygent._native import AnsiStripper, strip_ansi
 from raygent.errors import ToolArgumentError, ToolError, ToolTimeout
-from raygent.tools._tool import Tool, tool
+from raygent.tools._tool import Tool, emit, tool
 from raygent.tools._workspace import Workspace
 
 __all__ = ["builtin_tools", "SKIP_DIRS", "MAX_FILE_BYTES", "scrubbed_env"]
@@ -29,6 +29,7 @@ _MAX_LIST_ENTRIES = 1000
 _MAX_LINE_CHARS = 300
 _BINARY_SNIFF_BYTES = 8192
 _KILL_GRACE_S = 2.0  # SIGTERM -> SIGKILL, seconds
+_READ_BYTES = 65536  # most bytes taken from the command's pipe per read
 _DRAIN_GRACE_S = 1.0  # after the shell exits, how long background holders of stdout may keep it
 
 # Names of environment variables that hold credentials; a command the model wrote must not see
@@ -300,7 +301,8 @@ def builtin_tools(
         """Run a shell command (/bin/sh -c) in the workspace root; stdout and stderr are merged.
 
         The command has no stdin; variables holding secrets are removed from its environment.
-        Processes it leaves running are stopped when it exits or times out.
+        Processes it leaves running are stopped when it exits or times out. Its output is
+        streamed while it runs (``raygent.tools.emit``).
 
         Parameters
         ----------
@@ -408,8 +410,12 @@ async def _run_shell(command: str, cwd: Path, timeout_s: float, max_output_bytes
     assert stdout is not None  # stdout=PIPE above
 
     async def pump() -> None:
-        while chunk := await stdout.read(65536):
-            out.add(stripper.feed(chunk).encode("utf-8"))
+        # read(n) returns whatever the pipe holds (up to n bytes) as soon as anything arrives,
+        # so progress is reported as the command writes it; the pipeline coalesces the deltas.
+        while chunk := await stdout.read(_READ_BYTES):
+            text = stripper.feed(chunk)
+            out.add(text.encode("utf-8"))
+            emit(text)
 
     reader = asyncio.ensure_future(pump())
     notes: list[str] = []
@@ -419,7 +425,9 @@ async def _run_shell(command: str, cwd: Path, timeout_s: float, max_output_bytes
         except TimeoutError:
             await _kill_group(proc)
             await _finish_reader(reader)
-            out.add(stripper.finish().encode("utf-8"))
+            rest = stripper.finish()
+            out.add(rest.encode("utf-8"))
+            emit(rest)
             raise ToolTimeout(
                 f"command timed out after {timeout_s} s; its process group was killed. "
                 f"Output so far:\n{out.text()}",
@@ -429,7 +437,9 @@ async def _run_shell(command: str, cwd: Path, timeout_s: float, max_output_bytes
         # Runs on success, timeout and cancellation alike: nothing the command started survives.
         await _kill_group(proc)
         reader.cancel()
-    out.add(stripper.finish().encode("utf-8"))
+    rest = stripper.finish()
+    out.add(rest.encode("utf-8"))
+    emit(rest)
     text = out.text()
     if text and not text.endswith("\n"):
         text += "\n"

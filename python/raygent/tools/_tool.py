@@ -5,22 +5,87 @@ annotations, ``required`` from the parameters without defaults) and its numpydoc
 docstring (the tool description and each parameter's description). Argument validation is done
 by msgspec against a Struct built from the same signature, so the schema the model sees and the
 check its arguments pass through cannot disagree.
+
+A running tool streams progress with :func:`emit` (the pattern of LangGraph's stream writer:
+a function that finds the current call's output channel in a context variable, so a tool's
+signature and schema stay what the model sees). Without a listener, :func:`emit` does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, overload
 
 import msgspec
 
 from raygent.errors import ToolArgumentError, ToolError
 
-__all__ = ["Tool", "tool"]
+__all__ = ["Tool", "tool", "emit", "output_sink"]
+
+# The output channel of the tool call running in this context (set by the pipeline per call).
+# asyncio tasks and ``asyncio.to_thread`` copy the context, so a sync tool in its worker thread
+# and the tasks an async tool starts find the same channel.
+_OUTPUT: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
+    "raygent_tool_output", default=None
+)
+
+
+def emit(text: str) -> None:
+    """Stream a piece of output of the running tool call to whoever watches the run.
+
+    Call it from inside a tool (sync or async, from the tool's own thread or task) as its
+    output arrives; the caller of ``Agent.stream`` receives it as
+    :class:`~raygent.messages.ToolOutputDelta` chunks while the tool runs. The text goes
+    through the streaming ANSI stripper and is coalesced by the pipeline (see
+    :class:`~raygent.pipeline.ToolPipeline`). It is progress only: the model sees the tool's
+    return value, so return the full output as well.
+
+    Outside a tool call, or when nobody listens (``ToolPipeline.run_call`` without
+    ``on_output``, a cache hit), it does nothing.
+
+    Parameters
+    ----------
+    text : str
+        The next piece of output, any length (an escape sequence may be cut across calls).
+
+    Raises
+    ------
+    TypeError
+        ``text`` is not a ``str``.
+
+    Examples
+    --------
+    >>> @tool
+    ... def build(target: str) -> str:
+    ...     lines = []
+    ...     for step in ("configure", "compile", "link"):
+    ...         emit(f"{step} {target}\\n")
+    ...         lines.append(f"{step} {target}: ok")
+    ...     return "\\n".join(lines)
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"emit() takes a str, got {type(text).__name__}")
+    sink = _OUTPUT.get()
+    if sink is not None and text:
+        sink(text)
+
+
+@contextlib.contextmanager
+def output_sink(sink: Callable[[str], None] | None) -> Iterator[None]:
+    """Route :func:`emit` calls made in this context (and tasks/threads started from it) to
+    ``sink``; None silences them. ``sink`` may be called from a worker thread."""
+    token = _OUTPUT.set(sink)
+    try:
+        yield
+    finally:
+        _OUTPUT.reset(token)
+
 
 # OpenAI and Anthropic both restrict function names to this pattern.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
