@@ -148,7 +148,7 @@ def test_cli_fails_with_one_line_reason(ray_cluster, tmp_path):
 def test_user_tools_run_in_the_workspace_tool_actor(ray_cluster, tmp_path):
     import orjson
 
-    from raygent.messages import ToolCall, ToolResult, decode, encode
+    from raygent.messages import ToolCall, ToolResultChunk, ToolStreamItem, decode, encode
 
     @raygent.tool(read_only=True)
     def shout(text: str, times: int = 1) -> str:
@@ -174,7 +174,9 @@ def test_user_tools_run_in_the_workspace_tool_actor(ray_cluster, tmp_path):
                     ToolCall("b", "plain_function", {"n": 21}),
                     ToolCall("c", "shout", {"text": 3})])
         )
-        results = {r.call_id: r for r in (decode(ray_cluster.get(ref), ToolResult) for ref in refs)}
+        items = [decode(ray_cluster.get(ref), ToolStreamItem) for ref in refs]
+        assert all(isinstance(i, ToolResultChunk) for i in items)  # these tools stream nothing
+        results = {i.result.call_id: i.result for i in items}
         assert results["a"].content == "HI HI" and not results["a"].is_error
         assert orjson.loads(results["b"].content) == 42
         assert results["c"].is_error and results["c"].error_kind == "bad_arguments"

@@ -15,6 +15,7 @@ Struct.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -31,8 +32,10 @@ from raygent.messages import (
     StateChange,
     ToolCall,
     ToolCallEnd,
+    ToolOutputDelta,
     ToolResult,
     ToolResultChunk,
+    ToolStreamItem,
     decode,
     encode,
 )
@@ -82,8 +85,10 @@ class AgentSpec(msgspec.Struct, frozen=True):
     timeout_min_samples: int = 20
 
 
-# An ApprovalRequest must reach the caller at once: the run waits for the answer.
-_FLUSH_NOW = (ToolCallEnd, ToolResultChunk, Done, StateChange, ApprovalRequest)
+# Sent at once: an ApprovalRequest because the run waits for the answer; a ToolOutputDelta
+# because it is already coalesced by the pipeline (at most one per call per 50 ms) and a quiet
+# tool may send nothing after it for minutes.
+_FLUSH_NOW = (ToolCallEnd, ToolResultChunk, ToolOutputDelta, Done, StateChange, ApprovalRequest)
 
 
 class ToolActor:
@@ -163,10 +168,20 @@ class ToolActor:
         """The session is over: its unused speculative results count as wasted."""
         self.pipeline.end_speculation(session_id)
 
-    async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
-        """Streaming generator: one encoded ToolResult per call, as each finishes."""
-        async for result in self.pipeline.run_turn(decode(calls, list[ToolCall])):
-            yield encode(result)
+    async def run_turn(self, calls: bytes, turn_id: str | None = None) -> AsyncIterator[bytes]:
+        """Streaming generator of encoded :data:`~raygent.messages.ToolStreamItem`: the calls'
+        output deltas while they run, and a ``ToolResultChunk`` per call as each finishes.
+
+        ``turn_id`` (unique) names the turn for :meth:`cancel`.
+        """
+        async for item in self.pipeline.stream_turn(decode(calls, list[ToolCall]), turn_id=turn_id):
+            yield encode(item if isinstance(item, ToolOutputDelta) else ToolResultChunk(item))
+
+    def cancel(self, turn_id: str) -> int:
+        """Cancel a turn's calls (see :meth:`raygent.pipeline.ToolPipeline.cancel`); returns how
+        many were running or queued. Their results arrive from :meth:`run_turn` as errors of
+        kind ``"cancelled"`` once their subprocesses are gone."""
+        return self.pipeline.cancel(turn_id)
 
 
 class PredictorActor:
@@ -232,6 +247,7 @@ class AgentActor:
             # Hints need a predictor that gives them and a tool actor that takes them (a
             # replay's recorded-results actor does not).
             on_generate=self._start_hints if _has(predictor, "hints") and _has(tool_actor, "apply_hints") else None,
+            cancel_tools=self._cancel_tools,
         )
         self.metrics = MetricsCollector(
             clock=time.monotonic,
@@ -241,6 +257,8 @@ class AgentActor:
                 session_id=self.spec.session_id,
             ),
         )
+        self._turn_numbers = itertools.count(1)
+        self._turn_id: str | None = None
 
     def _start_hints(self) -> None:
         task = asyncio.get_running_loop().create_task(self._hints())
@@ -264,20 +282,35 @@ class AgentActor:
             self.hint_failures += 1
             _log.warning("session %s: no hints from the predictor: %s", spec.session_id, e)
 
-    async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult]:
-        refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls))
+    async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult | ToolOutputDelta]:
+        turn_id = self._turn_id = f"{self.spec.session_id}:{next(self._turn_numbers)}"
+        refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls), turn_id)
         by_id = {c.id: c for c in calls}
         events = []
         try:
             async for ref in refs:
-                result = decode(await ref, ToolResult)
+                item = decode(await ref, ToolStreamItem)
+                if isinstance(item, ToolOutputDelta):
+                    yield item
+                    continue
+                result = item.result
                 call = by_id.get(result.call_id)
                 if call is not None:
                     events.append(ToolEvent.of(self.spec.session_id, call, result))
                 yield result
         finally:
+            self._turn_id = None
             if events:
                 self.predictor.observe.remote(encode(events))
+
+    async def _cancel_tools(self) -> None:
+        if self._turn_id is not None:
+            await self.tool_actor.cancel.remote(self._turn_id)
+
+    async def cancel(self) -> bool:
+        """Cancel the run in progress (:meth:`raygent.session.Session.cancel`): its running
+        tools are cancelled on the tool actor and the run ends; False when nothing was running."""
+        return await self.session.cancel()
 
     async def run(
         self, prompt: str, flush_chunks: int | None = None, flush_interval_ms: float | None = None

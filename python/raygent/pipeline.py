@@ -44,6 +44,19 @@ its own priority). A mutating or unknown tool is never run speculatively. Metric
 count speculative executions, hits (real calls they answered) and waste (those no real call
 used before the session's next speculation round, or that failed or were invalidated).
 
+**Streaming output** (:meth:`ToolPipeline.stream_turn`, or ``run_call(..., on_output=...)``). What
+a running tool passes to :func:`raygent.tools.emit` (``run_command`` passes its output as it reads
+it) reaches the listener as :class:`~raygent.messages.ToolOutputDelta` chunks while the tool
+runs. Each call's output goes through a streaming ANSI stripper (an escape sequence cut across
+two writes is still removed) and is coalesced: the first output of a call is sent at once, later
+output at most once per ``output_delta_interval_ms`` (50 ms), and a delta carries at most
+``output_delta_max_bytes`` (16 KiB) of UTF-8, so one call streams at most about 320 KiB/s,
+whatever its tool writes. Output beyond that within one interval is skipped (its newest part is
+kept) and the delta starts with a ``[... N bytes of output not streamed ...]`` line. A call's
+deltas all come before its result, and the result is the same as without a listener. A call
+answered by the cache or by an identical call in flight streams nothing; a retried call streams
+the output of each attempt.
+
 Every result leaves the pipeline as a :class:`~raygent.messages.ToolResult`; a failure (unknown
 tool, bad arguments, sandbox refusal, timeout, open breaker, cancellation, any exception) becomes
 an error result with ``error_kind`` set, so the model sees it and the conversation goes on.
@@ -59,9 +72,10 @@ import os
 import posixpath
 import random
 import re
+import threading
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,10 +84,11 @@ import orjson
 
 from raygent._breaker import CLOSED, CircuitBreaker, backoff_s
 from raygent._cache import ALL_PATHS, ResultCache, canonical_key, file_stamps, paths_overlap
-from raygent._native import strip_ansi
+from raygent._native import AnsiStripper, strip_ansi
 from raygent.errors import SandboxViolation, ToolError, ToolNotFound, ToolTimeout
-from raygent.messages import ToolCall, ToolResult
+from raygent.messages import ToolCall, ToolOutputDelta, ToolResult
 from raygent.predictor import action_of
+from raygent.tools._tool import output_sink
 from raygent.tools._workspace import Workspace
 
 __all__ = ["ToolPipeline", "ToolLike", "PRIORITIES", "plan_steps", "cap_output", "call_paths"]
@@ -86,6 +101,9 @@ PATH_ARGUMENTS = ("path", "file_path", "paths")
 
 #: Error kinds that count against a tool's circuit breaker (the tool's fault, not the model's).
 _BREAKER_KINDS = frozenset({"error", "timeout"})
+
+#: Turn ids cancelled before their turn started, remembered so the turn starts cancelled.
+_EARLY_CANCELS_KEPT = 1024
 
 
 class ToolLike(Protocol):
@@ -176,6 +194,92 @@ def call_paths(
     if not found:
         return ALL_PATHS if read_only else None
     return frozenset(found)
+
+
+class _OutputCoalescer:
+    """One call's streamed output: ANSI-stripped, coalesced into bounded deltas.
+
+    :meth:`write` may be called from any thread (a sync tool runs in a worker thread); the
+    rest runs on the event loop. The first output is delivered at once, later output when
+    ``interval_s`` has passed since the previous delivery; at most ``max_bytes`` of UTF-8 are
+    kept between deliveries (the newest), the rest is counted and reported by a marker line.
+    """
+
+    def __init__(
+        self,
+        call: ToolCall,
+        deliver: Callable[[ToolOutputDelta], None],
+        *,
+        max_bytes: int,
+        interval_s: float,
+    ) -> None:
+        self.call = call
+        self.deliver = deliver
+        self.max_bytes = max_bytes
+        self.interval_s = interval_s
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stripper = AnsiStripper()
+        self._parts: list[str] = []
+        self._nbytes = 0
+        self._skipped = 0
+        self._last = -float("inf")
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def write(self, text: str) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._add(text)
+        else:
+            self.loop.call_soon_threadsafe(self._add, text)
+
+    def _add(self, text: str) -> None:
+        if self._closed:
+            return  # a shared flight's tool outliving the call that listened
+        text = self._stripper.feed(text)
+        if not text:
+            return
+        self._parts.append(text)
+        self._nbytes += len(text) if text.isascii() else len(text.encode("utf-8"))
+        if self._nbytes > self.max_bytes:
+            self._keep_newest()
+        if self._timer is None:
+            wait_s = self._last + self.interval_s - self.loop.time()
+            if wait_s <= 0:
+                self._flush()
+            else:
+                self._timer = self.loop.call_later(wait_s, self._flush)
+
+    def _keep_newest(self) -> None:
+        data = "".join(self._parts).encode("utf-8")
+        kept = data[-self.max_bytes :].decode("utf-8", "ignore")  # a cut character is dropped
+        nbytes = len(kept.encode("utf-8"))
+        self._skipped += len(data) - nbytes
+        self._parts = [kept]
+        self._nbytes = nbytes
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._parts:
+            return
+        text = "".join(self._parts)
+        if self._skipped:
+            text = f"[... {self._skipped} bytes of output not streamed ...]\n{text}"
+        self._parts, self._nbytes, self._skipped = [], 0, 0
+        self._last = self.loop.time()
+        self.deliver(ToolOutputDelta(call_id=self.call.id, name=self.call.name, text=text))
+
+    def close(self) -> None:
+        """Deliver what is left (the end of a cut sequence is dropped) and stop listening."""
+        if self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        rest = self._stripper.finish()
+        if rest:
+            self._parts.append(rest)
+        self._flush()
+        self._closed = True
 
 
 class _Scheduler:
@@ -339,12 +443,18 @@ class ToolPipeline:
         Seconds, for the cache TTL and the breakers (injectable for tests).
     seed : int, optional
         Seed of the jitter's random generator.
+    output_delta_max_bytes : int, default 16384
+        Most UTF-8 bytes of tool output one :class:`~raygent.messages.ToolOutputDelta` carries
+        (plus a marker line when output was skipped); see "Streaming output" above.
+    output_delta_interval_ms : float, default 50.0
+        Shortest time between two deltas of one call, in milliseconds (the first is sent at
+        once).
 
     Raises
     ------
     ValueError
-        If a concurrency limit is less than 1, a threshold is not positive or ``max_retries`` is
-        negative.
+        If a concurrency limit is less than 1, a threshold is not positive, ``max_retries`` is
+        negative or an output delta bound is not positive.
     NotADirectoryError
         If ``workspace`` is given and is not a directory.
     """
@@ -371,12 +481,21 @@ class ToolPipeline:
         breaker_cooldown_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        output_delta_max_bytes: int = 16 * 1024,
+        output_delta_interval_ms: float = 50.0,
     ) -> None:
         per_tool = dict(per_tool_concurrency or {})
         if max_concurrency < 1 or any(v < 1 for v in per_tool.values()):
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency} / {per_tool}")
         if max_retries < 0 or spool_threshold_bytes < 4:
             raise ValueError("max_retries must be >= 0 and spool_threshold_bytes >= 4")
+        if output_delta_max_bytes < 1 or not output_delta_interval_ms > 0:
+            raise ValueError(
+                "output_delta_max_bytes must be >= 1 and output_delta_interval_ms > 0, got "
+                f"{output_delta_max_bytes} and {output_delta_interval_ms}"
+            )
+        self.output_delta_max_bytes = output_delta_max_bytes
+        self.output_delta_interval_s = output_delta_interval_ms / 1000.0
         self.tools = dict(tools)
         self.default_timeout_s = default_timeout_s
         self.max_output_chars = max_output_chars
@@ -412,6 +531,7 @@ class ToolPipeline:
         self._epoch = 0
         self._rng = random.Random(seed)
         self._turns: dict[str, list[asyncio.Task[ToolResult]]] = {}
+        self._early_cancels: OrderedDict[str, None] = OrderedDict()
         self._counts: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
         self._adaptive_timeouts_s: dict[str, float] = {}
@@ -423,7 +543,13 @@ class ToolPipeline:
 
     # --- one call ----------------------------------------------------------------------------
 
-    async def run_call(self, call: ToolCall, *, priority: str = "normal") -> ToolResult:
+    async def run_call(
+        self,
+        call: ToolCall,
+        *,
+        priority: str = "normal",
+        on_output: Callable[[ToolOutputDelta], None] | None = None,
+    ) -> ToolResult:
         """Run one call through cache, breaker, queue, timeout and retries.
 
         Parameters
@@ -432,6 +558,10 @@ class ToolPipeline:
             The call.
         priority : str, default "normal"
             ``"critical"``, ``"high"``, ``"normal"`` or ``"low"``: its place in the queue for a slot.
+        on_output : callable, optional
+            Receives the call's streamed output as :class:`~raygent.messages.ToolOutputDelta`
+            while it runs (on the event loop; see "Streaming output" in the module docs), all
+            before this method returns. The result does not depend on it.
 
         Returns
         -------
@@ -449,6 +579,23 @@ class ToolPipeline:
         rank = PRIORITIES.get(priority)
         if rank is None:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        if on_output is None:
+            return await self._run_call(call, rank)
+        out = _OutputCoalescer(
+            call,
+            on_output,
+            max_bytes=self.output_delta_max_bytes,
+            interval_s=self.output_delta_interval_s,
+        )
+        try:
+            # The tool finds the channel through raygent.tools.emit's context variable; tasks
+            # started below (a shared flight, run_command's reader) inherit it.
+            with output_sink(out.write):
+                return await self._run_call(call, rank)
+        finally:
+            out.close()
+
+    async def _run_call(self, call: ToolCall, rank: int) -> ToolResult:
         self._counts["calls"] += 1
         started = time.perf_counter()
         tool = self.tools.get(call.name)
@@ -813,7 +960,7 @@ class ToolPipeline:
         priority : str, default "normal"
             Queue priority of every call of the turn (see :data:`PRIORITIES`).
         turn_id : str, optional
-            Name under which :meth:`cancel` finds the turn.
+            Name under which :meth:`cancel` finds the turn; unique per turn.
 
         Yields
         ------
@@ -821,14 +968,58 @@ class ToolPipeline:
             Each result as soon as its call finishes (completion order). A call cancelled by
             :meth:`cancel` yields an error result of kind ``"cancelled"``.
 
+        Raises
+        ------
+        ValueError
+            If ``priority`` is not one of :data:`PRIORITIES`.
+
         Notes
         -----
         Closing the iterator early, or cancelling the task that consumes it, cancels the calls
         still running (``run_command`` kills its process group) and waits until they are gone.
         """
-        rank_ok = priority in PRIORITIES
-        if not rank_ok:
+        turn = self._turn(calls, priority, turn_id, stream_output=False)
+        try:
+            async for item in turn:
+                if isinstance(item, ToolResult):  # always: no listener, no deltas
+                    yield item
+        finally:
+            await turn.aclose()
+
+    async def stream_turn(
+        self, calls: Sequence[ToolCall], *, priority: str = "normal", turn_id: str | None = None
+    ) -> AsyncIterator[ToolOutputDelta | ToolResult]:
+        """:meth:`run_turn`, with the calls' output streamed while they run.
+
+        Yields
+        ------
+        ToolOutputDelta or ToolResult
+            Output deltas of running calls (bounded as "Streaming output" in the module docs
+            says), and each call's result when it finishes, after all of that call's deltas.
+            The results are the ones :meth:`run_turn` gives.
+
+        Raises
+        ------
+        ValueError
+            If ``priority`` is not one of :data:`PRIORITIES`.
+        """
+        turn = self._turn(calls, priority, turn_id, stream_output=True)
+        try:
+            async for item in turn:
+                yield item
+        finally:
+            await turn.aclose()
+
+    async def _turn(
+        self, calls: Sequence[ToolCall], priority: str, turn_id: str | None, *, stream_output: bool
+    ) -> AsyncGenerator[ToolOutputDelta | ToolResult, None]:
+        if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+        # Deltas and results share one queue, so a call's deltas (delivered before its task
+        # ends) always come out before its result.
+        queue: asyncio.Queue[ToolOutputDelta | ToolResult] = asyncio.Queue()
+        on_output = queue.put_nowait if stream_output else None
+        started = time.perf_counter()
         planned: list[_Planned] = []
         tasks: list[asyncio.Task[ToolResult]] = []
         for call in calls:
@@ -842,16 +1033,21 @@ class ToolPipeline:
             p = _Planned(call, ro, paths)
             deps = [t for q, t in zip(planned, tasks) if _must_wait(p, q)]
             planned.append(p)
-            tasks.append(asyncio.ensure_future(self._after(deps, call, priority)))
+            task = asyncio.ensure_future(self._after(deps, call, priority, on_output))
+            task.add_done_callback(functools.partial(self._deliver, queue, call, started))
+            tasks.append(task)
         if turn_id is not None:
             self._turns[turn_id] = tasks
+            if turn_id in self._early_cancels:
+                del self._early_cancels[turn_id]
+                self.cancel(turn_id)
         try:
-            pending: set[asyncio.Task[ToolResult]] = set(tasks)
-            order = {t: i for i, t in enumerate(tasks)}
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in sorted(done, key=order.__getitem__):
-                    yield t.result()
+            remaining = len(tasks)
+            while remaining:
+                item = await queue.get()
+                if isinstance(item, ToolResult):
+                    remaining -= 1
+                yield item
         finally:
             if turn_id is not None and self._turns.get(turn_id) is tasks:
                 del self._turns[turn_id]
@@ -861,34 +1057,65 @@ class ToolPipeline:
             if live:
                 await asyncio.wait(live)
 
+    def _deliver(
+        self,
+        queue: asyncio.Queue[ToolOutputDelta | ToolResult],
+        call: ToolCall,
+        started: float,
+        task: asyncio.Task[ToolResult],
+    ) -> None:
+        if task.cancelled():  # cancelled before it ever ran: _after had no chance to answer
+            queue.put_nowait(self._cancelled_result(call, started))
+        elif (exc := task.exception()) is not None:
+            queue.put_nowait(self._error_result(call, exc, started, attempts=0))
+        else:
+            queue.put_nowait(task.result())
+
     async def _after(
-        self, deps: list[asyncio.Task[ToolResult]], call: ToolCall, priority: str
+        self,
+        deps: list[asyncio.Task[ToolResult]],
+        call: ToolCall,
+        priority: str,
+        on_output: Callable[[ToolOutputDelta], None] | None,
     ) -> ToolResult:
         started = time.perf_counter()
         try:
             if deps:
                 await asyncio.wait(deps)
-            return await self.run_call(call, priority=priority)
+            return await self.run_call(call, priority=priority, on_output=on_output)
         except asyncio.CancelledError:
-            self._counts["cancelled"] += 1
-            self._errors["cancelled"] += 1
-            return ToolResult(
-                call_id=call.id,
-                name=call.name,
-                content="cancelled: the turn was cancelled before this call finished",
-                is_error=True,
-                error_kind="cancelled",
-                duration_ms=(time.perf_counter() - started) * 1000.0,
-                attempts=0,
-            )
+            return self._cancelled_result(call, started)
+
+    def _cancelled_result(self, call: ToolCall, started: float) -> ToolResult:
+        self._counts["cancelled"] += 1
+        self._errors["cancelled"] += 1
+        return ToolResult(
+            call_id=call.id,
+            name=call.name,
+            content="cancelled: the turn was cancelled before this call finished",
+            is_error=True,
+            error_kind="cancelled",
+            duration_ms=(time.perf_counter() - started) * 1000.0,
+            attempts=0,
+        )
 
     def cancel(self, turn_id: str) -> int:
-        """Cancel the calls of a running turn; returns how many were still running or queued.
+        """Cancel the calls of a turn; returns how many were still running or queued.
 
-        Their results arrive from :meth:`run_turn` as errors of kind ``"cancelled"``; running
-        subprocesses are killed with their children. An unknown ``turn_id`` cancels nothing.
+        Their results arrive from :meth:`run_turn` / :meth:`stream_turn` as errors of kind
+        ``"cancelled"``; running subprocesses are killed with their children (SIGTERM to the
+        process group, SIGKILL after a grace period) before the results are yielded. A
+        ``turn_id`` not running yet is remembered (the last 1024 such ids), so a turn started
+        later under it starts cancelled: a cancel sent across Ray may overtake the turn it is
+        meant for. Turn ids must therefore be unique.
         """
-        live = [t for t in self._turns.get(turn_id, ()) if not t.done()]
+        tasks = self._turns.get(turn_id)
+        if tasks is None:
+            self._early_cancels[turn_id] = None
+            while len(self._early_cancels) > _EARLY_CANCELS_KEPT:
+                self._early_cancels.popitem(last=False)
+            return 0
+        live = [t for t in tasks if not t.done()]
         for t in live:
             t.cancel()
         return len(live)

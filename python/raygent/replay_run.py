@@ -50,6 +50,7 @@ from raygent.messages import (
     ToolCall,
     ToolCallEnd,
     ToolMessage,
+    ToolOutputDelta,
     ToolResult,
     ToolResultChunk,
     UserMessage,
@@ -126,8 +127,9 @@ def map_call(call: ToolCall, builtin: frozenset[str] | set[str], *, timeout_s: f
 class RecordedToolActor:
     """A tool actor that answers each call with the recorded result for its call id.
 
-    The same streaming ``run_turn(calls: bytes)`` as :class:`~raygent.actors.ToolActor`, so
-    the agent's path to it is the one real tool calls take. No side effects; each result has
+    The same streaming ``run_turn(calls, turn_id)`` and ``cancel(turn_id)`` as
+    :class:`~raygent.actors.ToolActor`, so the agent's path to it is the one real tool calls
+    take. No side effects; each result has
     ``duration_ms=0`` (the recorded tool took no time here). A call with no recorded result
     fails with ``error_kind="not_found"``.
 
@@ -148,7 +150,7 @@ class RecordedToolActor:
             for n in names
         ]
 
-    async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
+    async def run_turn(self, calls: bytes, turn_id: str | None = None) -> AsyncIterator[bytes]:
         for call in decode(calls, list[ToolCall]):
             recorded = self.results.get(call.id)
             if recorded is None:
@@ -162,7 +164,11 @@ class RecordedToolActor:
                     is_error=recorded.is_error, error_kind="recorded" if recorded.is_error else None,
                     duration_ms=0.0, attempts=0,
                 )
-            yield encode(result)
+            yield encode(ToolResultChunk(result))
+
+    def cancel(self, turn_id: str) -> int:
+        """Nothing to cancel: recorded answers are given at once."""
+        return 0
 
 
 class ExecutingToolActor(ToolActor):
@@ -175,13 +181,14 @@ class ExecutingToolActor(ToolActor):
         super().__init__(workspace, default_timeout_s=default_timeout_s)
         self.default_timeout_s = default_timeout_s
 
-    async def run_turn(self, calls: bytes) -> AsyncIterator[bytes]:
+    async def run_turn(self, calls: bytes, turn_id: str | None = None) -> AsyncIterator[bytes]:
         recorded = decode(calls, list[ToolCall])
         names = {c.id: c.name for c in recorded}
         builtin = frozenset(self.builtin_names)
         mapped = [map_call(c, builtin, timeout_s=self.default_timeout_s) for c in recorded]
-        async for result in self.pipeline.run_turn(mapped):
-            yield encode(msgspec.structs.replace(result, name=names.get(result.call_id, result.name)))
+        async for item in self.pipeline.stream_turn(mapped, turn_id=turn_id):
+            renamed = msgspec.structs.replace(item, name=names.get(item.call_id, item.name))
+            yield encode(renamed if isinstance(renamed, ToolOutputDelta) else ToolResultChunk(renamed))
 
 
 class TurnTiming(msgspec.Struct, kw_only=True):

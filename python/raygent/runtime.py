@@ -243,8 +243,9 @@ class Agent:
 
         The run starts at once, whether or not the stream is read. Iterate it (``for`` or
         ``async for``), or call ``collect()`` / ``as_reader()``. Unfiltered, it carries text
-        deltas, tool-call start/delta/end, tool results, usage, state changes and done, in
-        order (see :mod:`raygent.messages`).
+        deltas, tool-call start/delta/end, the output of running tools (``tool_output_delta``:
+        progress, coalesced to at most one per call per 50 ms), tool results, usage, state
+        changes and done, in order (see :mod:`raygent.messages`). :meth:`cancel` stops it.
 
         Parameters
         ----------
@@ -362,6 +363,28 @@ class Agent:
     def pending_approvals(self) -> list[str]:
         """Ids of the tool calls waiting for :meth:`approve` / :meth:`deny`."""
         return _get(self._actor.pending_approvals.remote())
+
+    def cancel(self) -> bool:
+        """Cancel the run in progress, from any thread (e.g. while another reads its stream).
+
+        Running tool calls are cancelled on the workspace's ``ToolActor``: their subprocesses
+        are killed with all their children, and they are answered with error results of kind
+        ``"cancelled"`` (a ``tool_result`` chunk each); a response being streamed stops at the
+        model's next chunk. The run's stream then ends normally with a state change to ``Idle``
+        (trigger ``"cancelled"``); the history keeps every completed unit with each tool call
+        answered, and the next prompt can follow at once.
+
+        Returns
+        -------
+        bool
+            True if a run was in progress, False if there was nothing to cancel.
+
+        Raises
+        ------
+        AgentError
+            ``kind="actor_died"`` when the agent's actor is gone.
+        """
+        return bool(_get(self._actor.cancel.remote()))
 
     def history(self) -> list[Message]:
         """The full conversation so far (system prompt first)."""

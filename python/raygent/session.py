@@ -4,8 +4,9 @@ This is the core that ``AgentActor`` wraps; it knows nothing of Ray. A run of on
 
     Idle -> ProcessingPrompt -> GeneratingResponse -> (ExecutingTools -> GeneratingResponse)* -> Idle
 
-The provider's chunks are passed through to the caller as they arrive, followed by a
-:class:`~raygent.messages.ToolResultChunk` for each finished tool call and a
+The provider's chunks are passed through to the caller as they arrive, followed by the
+:class:`~raygent.messages.ToolOutputDelta` chunks of running tools (progress only, never in the
+history), a :class:`~raygent.messages.ToolResultChunk` for each finished tool call and a
 :class:`~raygent.messages.StateChange` for each transition.
 
 Tool-call policy: with a :class:`~raygent.policy.Policy`, each call of a turn is first decided
@@ -14,6 +15,12 @@ Tool-call policy: with a :class:`~raygent.policy.Policy`, each call of a turn is
 :class:`~raygent.messages.ApprovalRequest` per such call, and waits until :meth:`Session.approve`
 or :meth:`Session.deny` answers each (or ``approval_timeout_s`` passes: denied). Then it moves
 back to ``ExecutingTools`` and runs what was allowed or approved, in the model's order.
+
+:meth:`Session.cancel` stops the run in progress: running tool calls are cancelled through the
+``cancel_tools`` hook (their results come back as errors of kind ``cancelled``), calls waiting
+for approval or not started are answered ``cancelled`` without running, a response being
+streamed stops at the provider's next chunk, and the run ends in ``Idle`` (trigger
+``"cancelled"``) with every call of the history answered, ready for the next prompt.
 
 What survives a failure: the history only ever receives complete units (the user prompt, a
 finished assistant message, and for every tool call of it a result), so after a provider error
@@ -26,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -43,6 +50,7 @@ from raygent.messages import (
     ToolCall,
     ToolCallEnd,
     ToolMessage,
+    ToolOutputDelta,
     ToolResult,
     ToolResultChunk,
     Usage,
@@ -60,7 +68,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "When the task is done, answer concisely with what you found or changed."
 )
 
-ToolRunner = Callable[[list[ToolCall]], AsyncIterator[ToolResult]]
+ToolRunner = Callable[[list[ToolCall]], AsyncIterator[ToolResult | ToolOutputDelta]]
 
 
 class SessionStats(msgspec.Struct):
@@ -82,8 +90,10 @@ class Session:
     provider : Provider
         Streams the model's responses.
     run_tools : callable
-        ``run_tools(calls) -> async iterator of ToolResult``: runs one turn's tool calls and
-        yields each result as it finishes (``ToolPipeline.run_turn`` or a Ray actor's stream).
+        ``run_tools(calls) -> async iterator of ToolResult or ToolOutputDelta``: runs one
+        turn's tool calls and yields each result as it finishes, and optionally the calls'
+        output while they run (``ToolPipeline.run_turn`` / ``stream_turn`` or a Ray actor's
+        stream). Deltas go to the caller, never into the history.
     tool_schemas : sequence of dict
         ``{"name", "description", "parameters"}`` of every tool offered to the model.
     system_prompt : str
@@ -115,6 +125,11 @@ class Session:
         ``AgentActor`` uses it to start speculative execution of predicted calls while the
         model thinks. It must return at once (schedule work, never wait); what it raises
         propagates.
+    cancel_tools : callable, optional
+        ``cancel_tools() -> awaitable``: cancels the tool calls ``run_tools`` is running now
+        (``ToolActor.cancel`` of the current turn), which then yield their results as errors
+        of kind ``cancelled``. Without it :meth:`cancel` lets running calls finish and stops
+        the run after them.
     """
 
     def __init__(
@@ -131,8 +146,12 @@ class Session:
         approval_timeout_s: float | None = None,
         compact_threshold: float | None = 0.9,
         on_generate: Callable[[], None] | None = None,
+        cancel_tools: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.provider = provider
+        self.cancel_tools = cancel_tools
+        self._running = False
+        self._cancel_requested = False
         self.stream = stream
         self.run_tools = run_tools
         self.tool_schemas = list(tool_schemas)
@@ -173,6 +192,17 @@ class Session:
         """
         if self.state is AgentState.SHUTDOWN:
             raise AgentError("the session is shut down", kind="shutdown")
+        self._running = True
+        self._cancel_requested = False
+        run = self._run(prompt)
+        try:
+            async for chunk in run:
+                yield chunk
+        finally:
+            self._running = False
+            await run.aclose()
+
+    async def _run(self, prompt: str) -> AsyncGenerator[Chunk, None]:
         yield self._to(AgentState.PROCESSING_PROMPT, "prompt")
         self.context.append(UserMessage(prompt))
         self.stats.prompts += 1
@@ -182,8 +212,11 @@ class Session:
             )
             text: list[str] = []
             calls: list[ToolCall] = []
+            response = self._respond()
             try:
-                async for chunk in self._respond():
+                async for chunk in response:
+                    if self._cancel_requested:
+                        break  # the aclose below closes the provider's stream
                     if isinstance(chunk, TextDelta):
                         text.append(chunk.text)
                     elif isinstance(chunk, ToolCallEnd):
@@ -197,8 +230,19 @@ class Session:
                 yield self._to(AgentState.ERROR, f"provider failed: {type(e).__name__}", kind)
                 yield StreamError(kind=kind, message=str(e))
                 raise AgentError(f"{self.provider.name}: {e}", kind=kind) from e
+            finally:
+                await response.aclose()
             self.stats.turns += 1
             self.context.append(AssistantMessage(content="".join(text), tool_calls=calls))
+            if self._cancel_requested:
+                # Calls the model finished before the cancel are answered without running, so
+                # the history stays one a provider accepts.
+                for call in calls:
+                    result = _cancelled(call, "the run was cancelled before this call started")
+                    self._record(result)
+                    yield ToolResultChunk(result)
+                yield self._to(AgentState.IDLE, "cancelled")
+                return
             if not calls:
                 yield self._to(AgentState.IDLE, "response complete")
                 return
@@ -208,12 +252,15 @@ class Session:
             async with contextlib.aclosing(self._execute(calls)) as execute:
                 async for chunk in execute:
                     yield chunk
+            if self._cancel_requested:
+                yield self._to(AgentState.IDLE, "cancelled")
+                return
         yield self._to(AgentState.ERROR, "turn limit", "max_turns")
         raise AgentError(
             f"the model was still calling tools after {self.max_turns} turns", kind="max_turns"
         )
 
-    async def _respond(self) -> AsyncIterator[Chunk]:
+    async def _respond(self) -> AsyncGenerator[Chunk, None]:
         if self.on_generate is not None:
             self.on_generate()
         if self.compact and self.context.needs_compaction():
@@ -222,8 +269,14 @@ class Session:
             await self.context.compact(self.provider)
         window = self.context.window()
         if self.stream:
-            async for chunk in self.provider.stream(window, self.tool_schemas):
-                yield chunk
+            stream = self.provider.stream(window, self.tool_schemas)
+            try:
+                async for chunk in stream:
+                    yield chunk
+            finally:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
             return
         complete = getattr(self.provider, "complete", None)
         if complete is not None:
@@ -248,27 +301,27 @@ class Session:
             async with contextlib.aclosing(self._screen(calls, results)) as screen:
                 async for chunk in screen:
                     yield chunk
-        runnable = [c for c in calls if c.id not in results]
+        # None run once the run is cancelled: the loop below answers them as cancelled.
+        runnable = [] if self._cancel_requested else [c for c in calls if c.id not in results]
         try:
             if runnable:
-                async for result in self.run_tools(runnable):
-                    results[result.call_id] = result
-                    yield ToolResultChunk(result)
+                async for item in self.run_tools(runnable):
+                    if isinstance(item, ToolOutputDelta):
+                        yield item
+                        continue
+                    results[item.call_id] = item
+                    yield ToolResultChunk(item)
         except Exception as e:  # the runner (an actor) died: answer every call anyway
             failure = e
         for call in calls:
             r = results.get(call.id)
-            if r is None:
-                r = ToolResult(
-                    call_id=call.id,
-                    name=call.name,
-                    content=f"interrupted: the tool runner failed before this call finished ({failure})",
-                    is_error=True,
-                    error_kind="interrupted",
-                )
-            self.stats.tool_calls += 1
-            self.stats.tool_errors += r.is_error
-            self.context.append(ToolMessage.from_result(r))
+            if r is None and failure is None and self._cancel_requested:
+                r = _cancelled(call, "the run was cancelled before this call started")
+                yield ToolResultChunk(r)
+            elif r is None:
+                why = f"failed ({failure})" if failure is not None else "ended without its result"
+                r = _interrupted(call, f"the tool runner {why} before this call finished")
+            self._record(r)
         if failure is not None:
             yield self._to(AgentState.ERROR, "tool runner failed", "tool_runner_failed")
             raise AgentError(f"tool runner failed: {failure}", kind="tool_runner_failed") from failure
@@ -355,6 +408,37 @@ class Session:
             raise ApprovalError(call_id, self.pending_approvals)
         future.set_result(answer)
 
+    def _record(self, result: ToolResult) -> None:
+        self.stats.tool_calls += 1
+        self.stats.tool_errors += result.is_error
+        self.context.append(ToolMessage.from_result(result))
+
+    async def cancel(self) -> bool:
+        """Stop the run in progress (see the module docs); the next prompt may follow at once.
+
+        Running tool calls are cancelled through ``cancel_tools`` (subprocesses are killed with
+        their children) and come back as error results of kind ``"cancelled"``; calls waiting
+        for approval or not started are answered the same way without running; a response
+        being streamed stops at its next chunk (the text so far and the calls it finished stay
+        in the history). The run's stream then ends with a transition to ``Idle`` triggered by
+        ``"cancelled"``.
+
+        Returns
+        -------
+        bool
+            True if a run was in progress, False if there was nothing to cancel.
+        """
+        if not self._running:
+            return False
+        self._cancel_requested = True
+        # Waiting calls are released as if approved: nothing runs once the run is cancelled,
+        # so they reach the "cancelled" answer of every call not run (_execute).
+        for call_id in self.pending_approvals:
+            self._answer(call_id, None)
+        if self.state is AgentState.EXECUTING_TOOLS and self.cancel_tools is not None:
+            await self.cancel_tools()
+        return True
+
     def shutdown(self) -> None:
         if self.state is not AgentState.SHUTDOWN:
             self.machine.to(AgentState.SHUTDOWN, "shutdown")
@@ -373,4 +457,11 @@ def _interrupted(call: ToolCall, why: str) -> ToolResult:
     return ToolResult(
         call_id=call.id, name=call.name, content=f"interrupted: {why}", is_error=True,
         error_kind="interrupted", attempts=0,
+    )
+
+
+def _cancelled(call: ToolCall, why: str) -> ToolResult:
+    return ToolResult(
+        call_id=call.id, name=call.name, content=f"cancelled: {why}", is_error=True,
+        error_kind="cancelled", attempts=0,
     )

@@ -40,8 +40,9 @@ TRANSITIONS: dict[AgentState, frozenset[AgentState]] = {
     S.IDLE: frozenset({S.PROCESSING_PROMPT, S.SHUTDOWN}),
     S.PROCESSING_PROMPT: frozenset({S.GENERATING_RESPONSE, S.ERROR, S.SHUTDOWN}),
     S.GENERATING_RESPONSE: frozenset({S.EXECUTING_TOOLS, S.IDLE, S.ERROR, S.SHUTDOWN}),
+    # Idle: a cancelled run ends once its tools have answered (Session.cancel).
     S.EXECUTING_TOOLS: frozenset(
-        {S.GENERATING_RESPONSE, S.WAITING_FOR_USER, S.ERROR, S.SHUTDOWN}
+        {S.GENERATING_RESPONSE, S.WAITING_FOR_USER, S.IDLE, S.ERROR, S.SHUTDOWN}
     ),
     S.WAITING_FOR_USER: frozenset({S.EXECUTING_TOOLS, S.ERROR, S.SHUTDOWN}),
     # Recovery: the error is recorded, then the agent accepts the next prompt.
