@@ -30,6 +30,7 @@ from raygent.runtime import _remote
 pytestmark = pytest.mark.ray
 
 WAIT_ROUNDS = 600  # x 0.05 s: the most the server waits for the speculation
+PAST = 20  # earlier sessions: enough calls of grep and read_file for adaptive timeouts
 
 
 def _sse(delta: dict, finish: str | None) -> bytes:
@@ -90,15 +91,15 @@ def test_predicted_read_is_served_from_cache_on_ray(ray_cluster, tmp_path):
     tools = _remote(ToolActor).remote(str(tmp_path))
     predictor = _remote(PredictorActor).remote()
     past = []
-    for i in range(4):  # earlier sessions: grep, then read the first file it found
+    for i in range(PAST):  # earlier sessions: grep, then read the first file it found
         hit = f"lib/mod{i}.py"
         past += [
-            ToolEvent(f"past{i}", "grep", 3.0, arguments={"pattern": f"p{i}"},
+            ToolEvent(f"past{i}", "grep", 300.0 + i, arguments={"pattern": f"p{i}"},
                       result_excerpt=f"{hit}:1: p{i}\n"),
             ToolEvent(f"past{i}", "read_file", 1.0, arguments={"path": hit}),
         ]
     ray.get(predictor.observe.remote(encode(past)))
-    ray.get([predictor.end_session.remote(f"past{i}") for i in range(4)])
+    ray.get([predictor.end_session.remote(f"past{i}") for i in range(PAST)])
 
     def speculation_done() -> None:
         for _ in range(WAIT_ROUNDS):
@@ -126,8 +127,12 @@ def test_predicted_read_is_served_from_cache_on_ray(ray_cluster, tmp_path):
     results = [c.result for c in chunks if isinstance(c, ToolResultChunk)]
     assert [(r.name, r.cached) for r in results] == [("grep", False), ("read_file", True)]
     assert "class Scheduler" in results[1].content
-    m = ray.get(tools.metrics.remote())["speculative"]
+    metrics = ray.get(tools.metrics.remote())
+    m = metrics["speculative"]
     assert m["executed"] == 1 and m["hits"] == 1 and m["refused"] == 0
+    # The same hints carried adaptive timeouts: both actions were seen 20 times, quickly, so
+    # each got the floor (AgentSpec.timeout_floor_s, 5 s).
+    assert metrics["adaptive_timeouts_s"] == {"grep": 5.0, "read_file": 5.0}
     # The speculative call is nowhere in the session's history.
     history = decode_history(ray.get(agent.history.remote()))
     ids = [c.id for m_ in history if isinstance(m_, AssistantMessage) for c in m_.tool_calls]
