@@ -10,7 +10,7 @@
 from raygent.errors import AgentError, RaygentError
 from raygent.policy import Policy
 from raygent.runtime import Agent, RunResult, init, shutdown
-from raygent.tools import Tool, tool
+from raygent.tools import MCPError, MCPServer, Tool, tool
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,8 @@ __all__ = [
     "tool",
     "Tool",
     "Policy",
+    "MCPServer",
+    "MCPError",
     "RaygentError",
     "AgentError",
 ]

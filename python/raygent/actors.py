@@ -46,7 +46,7 @@ from raygent.predictor import Hints, Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS
-from raygent.tools import Tool, builtin_tools
+from raygent.tools import MCPRegistry, MCPServer, Tool, builtin_tools
 
 __all__ = ["AgentSpec", "AgentActor", "ToolActor", "PredictorActor"]
 
@@ -116,6 +116,7 @@ class ToolActor:
             default_timeout_s=default_timeout_s,
             workspace=workspace,
         )
+        self.mcp = MCPRegistry(default_cwd=workspace)
 
     def schemas(self) -> list[dict[str, Any]]:
         """Schemas of the built-in tools (user tools are offered by the session that added them)."""
@@ -145,6 +146,37 @@ class ToolActor:
             self.tools[t.name] = t
             self.pipeline.tools[t.name] = t
         return [t.schema for t in tools]
+
+    async def add_mcp_servers(self, servers: bytes) -> list[dict[str, Any]]:
+        """Connect MCP servers (encoded ``list[MCPServer]``) and register their tools; returns
+        their schemas.
+
+        Each server is connected once per workspace, in this actor's event loop, and stays
+        connected until :meth:`close_mcp` or the actor's end; the tools of a server already
+        connected are returned again without a new connection.
+
+        Raises
+        ------
+        MCPConnectError
+            A server could not be started, reached or initialized (the message names it).
+        MCPConfigError
+            A tool name is taken by a built-in or another tool, or given by two servers.
+            Nothing is registered when either is raised.
+        """
+        tools = await self.mcp.add(decode(servers, list[MCPServer]), self.tools, self.builtin_names)
+        for t in tools:
+            self.tools[t.name] = t  # type: ignore[assignment]
+            self.pipeline.tools[t.name] = t
+        return [t.schema for t in tools]
+
+    async def close_mcp(self) -> None:
+        """Close every MCP connection (stdio servers exit) and drop their tools from the registry."""
+        for conn in self.mcp.connections:
+            for t in conn.tools:
+                if self.tools.get(t.name) is t:
+                    del self.tools[t.name]
+                    del self.pipeline.tools[t.name]
+        await self.mcp.aclose()
 
     def metrics(self) -> dict[str, Any]:
         """The pipeline's counters: calls, executions, retries, breakers, cache, speculation

@@ -42,7 +42,7 @@ from raygent.providers._ratelimit import RateLimits
 from raygent.providers._spec import resolve_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, Stream, _gather
-from raygent.tools import Tool, tool
+from raygent.tools import MCPServer, Tool, tool
 
 __all__ = ["init", "shutdown", "Agent", "RunResult"]
 
@@ -71,8 +71,17 @@ def init(address: str | None = None, **ray_init_kwargs: Any) -> None:
     ray.init(address=address, **{**_RAY_DEFAULTS, **ray_init_kwargs})
 
 
-def shutdown() -> None:
-    """Disconnect from Ray (a local cluster started by :func:`init` stops)."""
+def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
+    """Disconnect from Ray (a local cluster started by :func:`init` stops).
+
+    The workspaces' tool actors this process started first close their MCP connections (stdio
+    servers are asked to exit), waiting at most ``mcp_close_timeout_s`` seconds in all.
+    """
+    if ray.is_initialized():
+        tool_actors = [h for (_, name), h in _SHARED_ACTORS.items() if name.startswith("raygent-tools-")]
+        closing = [h.close_mcp.remote() for h in tool_actors]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=mcp_close_timeout_s)
     _SHARED_ACTORS.clear()
     ray.shutdown()
 
@@ -143,6 +152,11 @@ class Agent:
         Tools offered to the model besides the built-ins (a plain function is wrapped with
         :func:`raygent.tool`). They run in the workspace's ``ToolActor`` process, registered
         there for every session of the workspace.
+    mcp_servers : sequence of MCPServer, optional
+        MCP servers whose tools are offered to the model besides the built-ins
+        (:meth:`MCPServer.stdio`, :meth:`MCPServer.http`). The workspace's ``ToolActor`` connects
+        each once and keeps the connection for its life; their tools run through the same
+        pipeline (timeouts, retries, cache for tools annotated ``readOnlyHint``).
     rate_limits : RateLimits, optional
         Requests per second, tokens per minute and concurrent requests allowed to this
         endpoint, shared by every agent of the cluster that uses it (HTTP providers).
@@ -167,7 +181,10 @@ class Agent:
         and the problem).
     ValueError
         An endpoint is configured without a model name, or a tool's name is taken (by a
-        built-in, or by another tool of the workspace with a different schema).
+        built-in, or by another tool of the workspace with a different schema); for an MCP
+        server's tool this is :class:`~raygent.tools.MCPConfigError`.
+    MCPConnectError
+        An MCP server could not be started, reached or initialized; the message names it.
     """
 
     def __init__(
@@ -183,6 +200,7 @@ class Agent:
         max_turns: int = 24,
         tool_timeout_s: float = 120.0,
         tools: Sequence[Tool | Callable[..., Any]] = (),
+        mcp_servers: Sequence[MCPServer] = (),
         stream: bool = True,
         rate_limits: RateLimits | None = None,
         policy: Policy | str | os.PathLike[str] | None = None,
@@ -218,6 +236,8 @@ class Agent:
         if tools:
             extra = [t if isinstance(t, Tool) else tool(t) for t in tools]
             schemas += _get(self._tools.add_tools.remote(extra))
+        if mcp_servers:
+            schemas += _get(self._tools.add_mcp_servers.remote(encode(list(mcp_servers))))
         spec = AgentSpec(
             session_id=self.session_id,
             provider=provider,

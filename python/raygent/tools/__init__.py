@@ -1,11 +1,29 @@
-"""Tools: the ``@tool`` decorator, the workspace sandbox and the built-in tools."""
+"""Tools: the ``@tool`` decorator, the workspace sandbox, the built-in tools and MCP servers."""
 
 from raygent.tools._builtin import MAX_FILE_BYTES, SKIP_DIRS, builtin_tools, scrubbed_env
+from raygent.tools._mcp import (
+    MCPConfigError,
+    MCPConnectError,
+    MCPConnection,
+    MCPError,
+    MCPRegistry,
+    MCPServer,
+    MCPTool,
+    MCPToolError,
+)
 from raygent.tools._tool import Tool, emit, tool
 from raygent.tools._workspace import Workspace
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "MCPConfigError",
+    "MCPConnectError",
+    "MCPConnection",
+    "MCPError",
+    "MCPRegistry",
+    "MCPServer",
+    "MCPTool",
+    "MCPToolError",
     "SKIP_DIRS",
     "Tool",
     "Workspace",
