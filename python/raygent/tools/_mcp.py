@@ -491,8 +491,9 @@ class MCPConnection:
 
         s = self.server
         assert self._closing is not None
+        deadline = asyncio.timeout(s.connect_timeout_s)
         try:
-            async with asyncio.timeout(s.connect_timeout_s) as deadline:
+            async with deadline:
                 async with AsyncExitStack() as stack:
                     read, write = await stack.enter_async_context(self._transport())
                     session = await stack.enter_async_context(ClientSession(read, write))
@@ -518,7 +519,9 @@ class MCPConnection:
                 return
             if isinstance(exc, MCPError):
                 ready.set_exception(exc)
-            elif isinstance(exc, TimeoutError):
+            elif isinstance(exc, TimeoutError) or deadline.expired():
+                # The SDK's transports may turn the deadline's cancellation into another error
+                # (BrokenResourceError from a pipe closed mid-write): the deadline is the cause.
                 ready.set_exception(MCPConnectError(
                     f"MCP server {s.label!r} did not finish initialize and tools/list within "
                     f"{s.connect_timeout_s:g} s",
