@@ -1,7 +1,8 @@
 """The ``raygent`` command line (typer + rich).
 
 ``raygent run "TASK"`` runs one agent session on a local Ray cluster (or the one ``RAY_ADDRESS``
-names) and streams what happens; ``raygent tools`` lists the built-in tools and their schemas.
+names) and streams what happens; ``raygent tools`` lists the built-in tools and their schemas,
+and those of MCP servers (``--mcp-stdio "CMD ARGS"``, ``--mcp-http URL``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -171,18 +172,69 @@ def _ask(out: Console, request: ApprovalRequest, *, yes: bool, no_input: bool) -
 def tools(
     workspace: Annotated[Path, typer.Option(help="Workspace the tools are bound to.")] = Path("."),
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON Schemas.")] = False,
+    mcp_stdio: Annotated[
+        Optional[list[str]],
+        typer.Option(help="MCP server to spawn over stdio, as one shell-quoted command line (repeatable)."),
+    ] = None,
+    mcp_http: Annotated[
+        Optional[list[str]], typer.Option(help="MCP server's streamable HTTP URL (repeatable).")
+    ] = None,
+    mcp_timeout_s: Annotated[
+        float, typer.Option(help="Seconds allowed to each MCP server to start and list its tools.")
+    ] = 30.0,
 ) -> None:
-    """List the built-in tools (name, read-only or mutating, description)."""
-    from raygent.tools import builtin_tools
+    """List the tools (name, read-only or mutating, description): the built-ins, then the tools of
+    the MCP servers given, as an agent of this workspace would be offered them.
 
-    registry = builtin_tools(workspace.resolve())
+    Exits 2 when an MCP server cannot be reached or its tools' names collide.
+    """
+    import asyncio
+
+    from rich.markup import escape
+
+    from raygent.tools import MCPError, MCPServer, MCPTool, builtin_tools
+
+    root = workspace.resolve()
+    registry: dict[str, Any] = dict(builtin_tools(root))
+    try:
+        servers = [
+            MCPServer.stdio(*_split_command(line), connect_timeout_s=mcp_timeout_s)
+            for line in mcp_stdio or ()
+        ] + [MCPServer.http(url, connect_timeout_s=mcp_timeout_s) for url in mcp_http or ()]
+        if servers:
+            for t in asyncio.run(_mcp_tools(servers, registry, root)):
+                registry[t.name] = t
+    except (MCPError, ValueError) as e:
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(2) from None
     if as_json:
         print(json.dumps([t.schema for t in registry.values()], indent=2))
         return
     out = Console(highlight=False)
     for t in registry.values():
         kind = "read-only" if t.read_only else "mutating"
-        out.print(f"[bold]{t.name}[/] ({kind}): {t.description}")
+        where = f" [dim]{escape(f'[mcp {t.server.label}]')}[/]" if isinstance(t, MCPTool) else ""
+        out.print(f"[bold]{t.name}[/] ({kind}){where}: {t.description}")
+
+
+def _split_command(line: str) -> tuple[str, list[str]]:
+    import shlex
+
+    words = shlex.split(line)
+    if not words:
+        raise ValueError("--mcp-stdio needs a command line, got an empty one")
+    return words[0], words[1:]
+
+
+async def _mcp_tools(servers: list[Any], registry: dict[str, Any], root: Path) -> list[Any]:
+    """The servers' tools, checked against ``registry`` as a ToolActor would; connections closed."""
+    from raygent.tools import MCPRegistry
+
+    mcp = MCPRegistry(default_cwd=str(root))
+    try:
+        return await mcp.add(servers, registry, tuple(registry))
+    finally:
+        await mcp.aclose()
 
 
 @app.command()
