@@ -436,6 +436,11 @@ class MCPConnection:
         self._dropped: set[asyncio.Task[Any]] = set()
 
     @property
+    def session(self) -> ClientSession | None:
+        """The SDK's ``ClientSession`` while connected (for resources, prompts ...), else None."""
+        return self._session
+
+    @property
     def connected(self) -> bool:
         """True between a successful :meth:`open` and :meth:`aclose` (or the owner's failure)."""
         return self._session is not None
