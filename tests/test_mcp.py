@@ -19,7 +19,7 @@ import pytest
 from mcp import types as mcp_types
 
 from raygent.actors import ToolActor
-from raygent.messages import ToolCall, ToolResult, decode, encode
+from raygent.messages import ToolCall, ToolResultChunk, ToolStreamItem, decode, encode
 from raygent.pipeline import ToolPipeline
 from raygent.tools import (
     MCPConfigError,
@@ -352,7 +352,9 @@ async def test_tool_actor_registers_a_server_once_and_runs_its_tools(tmp_path):
 
 async def _results(actor: ToolActor, calls: list[ToolCall]):
     async for data in actor.run_turn(encode(calls)):
-        yield decode(data, ToolResult)
+        item = decode(data, ToolStreamItem)
+        if isinstance(item, ToolResultChunk):
+            yield item.result
 
 
 async def test_collision_with_a_built_in_is_refused_and_a_prefix_resolves_it(tmp_path):
