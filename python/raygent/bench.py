@@ -572,19 +572,18 @@ def pytest_command(path: Path, json_path: Path, *, quick: bool) -> list[str]:
 def _stop(proc: subprocess.Popen) -> None:
     """End a suite's subprocess after Ctrl-C, keeping its pipe drained so it can exit.
 
-    From a terminal, Ctrl-C reaches the subprocess too (same process group), and pytest then
-    writes what finished on its own: give it a moment before interrupting it ourselves.
+    The subprocess runs in a session of its own, so a terminal's Ctrl-C reaches only us and it
+    gets exactly one SIGINT, from here: a second one while pytest is writing its JSON would
+    lose the cases that had finished. It may take its time to write them; after 30 s it is
+    killed.
     """
     try:
-        proc.communicate(timeout=1.5)
-        return
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    except ProcessLookupError:
+        proc.communicate()
     except subprocess.TimeoutExpired:
-        pass
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
 
 
@@ -624,6 +623,7 @@ def run_pytest_file(
     proc = subprocess.Popen(
         pytest_command(path, json_path, quick=quick),
         cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        start_new_session=True,  # see _stop
     )
     log: list[str] = []
     failures: list[str] = []
@@ -680,6 +680,7 @@ def run_criterion_bench(
     proc = subprocess.Popen(
         ["cargo", "bench", "--bench", name, "--", *args],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1,
+        start_new_session=True,  # see _stop
     )
     log: list[str] = []
     ids: set[str] = set()
