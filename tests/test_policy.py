@@ -446,3 +446,37 @@ def test_approval_request_is_a_chunk_kind():
     assert CHUNK_KINDS["approval_request"] is ApprovalRequest
     assert decode(encode([req]), list[Chunk]) == [req]
     assert msgspec.to_builtins(req)["type"] == "approval_request"
+
+
+# --- run_command's environment ------------------------------------------------------------------
+
+
+def test_scrubbed_env_keeps_only_what_the_user_passes():
+    from raygent.tools import scrubbed_env
+
+    env = {"PATH": "/bin", "GITHUB_TOKEN": "ghp", "OPENAI_API_KEY": "sk", "TOKENIZERS_PARALLELISM": "1"}
+    assert scrubbed_env(env) == {"PATH": "/bin", "TOKENIZERS_PARALLELISM": "1"}
+    passed = scrubbed_env(env, passed={"GITHUB_TOKEN": "ghp"})
+    assert passed == {"PATH": "/bin", "TOKENIZERS_PARALLELISM": "1", "GITHUB_TOKEN": "ghp"}
+
+
+async def test_run_command_sees_passed_variables_only_in_its_own_turn(tmp_path, monkeypatch):
+    from raygent.tools import pass_env
+
+    monkeypatch.setenv("GITHUB_TOKEN", "from-parent")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-parent")
+    pipeline = ToolPipeline(builtin_tools(tmp_path))
+    line = 'echo "gh=[$GITHUB_TOKEN] openai=[$OPENAI_API_KEY] cwd=$(pwd)"'
+
+    async def turn(call_id):
+        call = ToolCall(id=call_id, name="run_command", arguments={"command": line})
+        return [r async for r in pipeline.run_turn([call])][0].content
+
+    async def turn_with(values, call_id):
+        with pass_env(values):
+            return await asyncio.ensure_future(turn(call_id))
+
+    plain, passed = await asyncio.gather(turn("a"), turn_with({"GITHUB_TOKEN": "chosen"}, "b"))
+    assert plain.startswith(f"gh=[] openai=[] cwd={tmp_path}")
+    assert passed.startswith(f"gh=[chosen] openai=[] cwd={tmp_path}")
+    assert (await turn("c")).startswith("gh=[] openai=[]")  # the block ended

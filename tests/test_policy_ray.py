@@ -1,5 +1,6 @@
 """Tool-call policies on a real local Ray cluster: through ``Agent`` and the ``raygent run`` CLI."""
 
+import json
 import subprocess
 import sys
 
@@ -128,6 +129,55 @@ def test_workspace_policy_file_is_picked_up(ray_cluster, workspace):
     with pytest.raises(PolicyError) as info:
         raygent.Agent(workspace=workspace, model="scripted")
     assert str(f) in str(info.value) and "tools.list_dir" in str(info.value)
+
+
+# --- run_command on Ray: a recorded model turn calls it -----------------------------------------
+
+
+def _recorded_command_model(tmp_path, command):
+    """A trajectory (recorded OpenAI Chat loop) whose assistant calls run_command once, then
+    answers: played on the AgentActor by the ``trajectory`` provider, a test double for a model."""
+    call = {"id": "call_cmd", "type": "function", "function": {"name": "run_command", "arguments": json.dumps({"command": command})}}
+    messages = [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_cmd", "content": "(recorded)"},
+    ]
+    exchange = {
+        "method": "POST", "uri": "https://api.openai.com/v1/chat/completions", "status": 200,
+        "request": {"model": "recorded", "messages": messages},
+        "response": {"choices": [{"message": {"role": "assistant", "content": "done"}}]},
+    }
+    path = tmp_path / "recorded.json"
+    path.write_text(json.dumps({"exchanges": [exchange]}))
+    return f"trajectory:{path}"
+
+
+def test_command_patterns_and_passed_env_on_ray(ray_cluster, workspace, tmp_path_factory, monkeypatch):
+    # Set on the driver only: the ToolActor's process never had it, so a value seen by the
+    # command travelled with the session.
+    monkeypatch.setenv("RAYGENT_TEST_TOKEN", "s3cret")
+    model = _recorded_command_model(
+        tmp_path_factory.mktemp("rec"), 'echo "token=[$RAYGENT_TEST_TOKEN]" && touch ran.txt'
+    )
+    policy = raygent.Policy(commands={"echo *": "allow", "touch *": "prompt", "*": "deny"})
+    with raygent.Agent(workspace=workspace, model=model, policy=policy, pass_env=["RAYGENT_TEST_TOKEN", "UNSET_VAR_X"]) as agent:
+        asked = []
+        result = agent.run("go", on_approval=lambda r: asked.append(r) or True)
+        assert [(r.call.id, r.rule) for r in asked] == [("call_cmd", 'commands."touch *"')]
+        (r,) = result.tool_results
+        assert not r.is_error and r.content.startswith("token=[s3cret]")
+        assert (workspace / "ran.txt").exists()
+    # Another session of the same workspace (same ToolActor) that passes nothing sees nothing.
+    (workspace / "ran.txt").unlink()
+    with raygent.Agent(workspace=workspace, model=model, policy=policy) as agent:
+        result = agent.run("go", on_approval=lambda r: "not now")
+        (r,) = result.tool_results
+        assert r.error_kind == "denied" and r.content == "denied by the user: not now"
+        assert not (workspace / "ran.txt").exists()
+    with raygent.Agent(workspace=workspace, model=model) as agent:
+        (r,) = agent.run("go").tool_results
+        assert r.content.startswith("token=[]")
 
 
 # --- the CLI, as a real subprocess reading its answers from stdin --------------------------------

@@ -46,7 +46,7 @@ from raygent.predictor import Hints, Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS
-from raygent.tools import MCPRegistry, MCPServer, Tool, builtin_tools
+from raygent.tools import MCPRegistry, MCPServer, Tool, builtin_tools, pass_env
 
 __all__ = ["AgentSpec", "AgentActor", "ToolActor", "PredictorActor"]
 
@@ -83,6 +83,8 @@ class AgentSpec(msgspec.Struct, frozen=True):
     timeout_floor_s: float = 5.0
     timeout_margin: float = 3.0
     timeout_min_samples: int = 20
+    # Variables (name -> value, read on the driver) run_command gets despite the scrubbing.
+    pass_env: dict[str, str] = {}
 
 
 # Sent at once: an ApprovalRequest because the run waits for the answer; a ToolOutputDelta
@@ -200,14 +202,18 @@ class ToolActor:
         """The session is over: its unused speculative results count as wasted."""
         self.pipeline.end_speculation(session_id)
 
-    async def run_turn(self, calls: bytes, turn_id: str | None = None) -> AsyncIterator[bytes]:
+    async def run_turn(
+        self, calls: bytes, turn_id: str | None = None, env: dict[str, str] | None = None
+    ) -> AsyncIterator[bytes]:
         """Streaming generator of encoded :data:`~raygent.messages.ToolStreamItem`: the calls'
         output deltas while they run, and a ``ToolResultChunk`` per call as each finishes.
 
-        ``turn_id`` (unique) names the turn for :meth:`cancel`.
+        ``turn_id`` (unique) names the turn for :meth:`cancel`; ``env`` (name -> value) holds
+        the variables this session passes to ``run_command``.
         """
-        async for item in self.pipeline.stream_turn(decode(calls, list[ToolCall]), turn_id=turn_id):
-            yield encode(item if isinstance(item, ToolOutputDelta) else ToolResultChunk(item))
+        with pass_env(env or {}):
+            async for item in self.pipeline.stream_turn(decode(calls, list[ToolCall]), turn_id=turn_id):
+                yield encode(item if isinstance(item, ToolOutputDelta) else ToolResultChunk(item))
 
     def cancel(self, turn_id: str) -> int:
         """Cancel a turn's calls (see :meth:`raygent.pipeline.ToolPipeline.cancel`); returns how
@@ -316,7 +322,9 @@ class AgentActor:
 
     async def _run_tools(self, calls: list[ToolCall]) -> AsyncIterator[ToolResult | ToolOutputDelta]:
         turn_id = self._turn_id = f"{self.spec.session_id}:{next(self._turn_numbers)}"
-        refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls), turn_id)
+        # env only when there is one: replay's RecordedToolActor takes no env.
+        env = {"env": self.spec.pass_env} if self.spec.pass_env else {}
+        refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls), turn_id, **env)
         by_id = {c.id: c for c in calls}
         events = []
         try:

@@ -66,6 +66,12 @@ def run(
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Never ask: deny every tool call the policy says to ask about.")
     ] = False,
+    pass_env: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--pass-env", metavar="NAME", help="Environment variable run_command keeps despite scrubbing (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Run one agent session and stream its text and tool calls as they happen.
 
@@ -83,7 +89,8 @@ def run(
         if yes and no_input:
             raise ValueError("--yes and --no-input exclude each other")
         agent = raygent.Agent(
-            workspace=workspace, model=model, base_url=base_url, max_turns=max_turns, policy=policy
+            workspace=workspace, model=model, base_url=base_url, max_turns=max_turns, policy=policy,
+            pass_env=pass_env or (),
         )
     except (RaygentError, ValueError, OSError) as e:
         err.print(f"[bold red]error:[/] {e}")

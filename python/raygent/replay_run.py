@@ -63,6 +63,7 @@ from raygent.replay import Trajectory, load_trajectory
 from raygent.runtime import _SHARED_ACTORS, Agent, _get, _remote, init
 from raygent.session import DEFAULT_SYSTEM_PROMPT
 from raygent.state import AgentState
+from raygent.tools import pass_env
 
 __all__ = [
     "RecordedToolActor",
@@ -181,14 +182,17 @@ class ExecutingToolActor(ToolActor):
         super().__init__(workspace, default_timeout_s=default_timeout_s)
         self.default_timeout_s = default_timeout_s
 
-    async def run_turn(self, calls: bytes, turn_id: str | None = None) -> AsyncIterator[bytes]:
+    async def run_turn(
+        self, calls: bytes, turn_id: str | None = None, env: dict[str, str] | None = None
+    ) -> AsyncIterator[bytes]:
         recorded = decode(calls, list[ToolCall])
         names = {c.id: c.name for c in recorded}
         builtin = frozenset(self.builtin_names)
         mapped = [map_call(c, builtin, timeout_s=self.default_timeout_s) for c in recorded]
-        async for item in self.pipeline.stream_turn(mapped, turn_id=turn_id):
-            renamed = msgspec.structs.replace(item, name=names.get(item.call_id, item.name))
-            yield encode(renamed if isinstance(renamed, ToolOutputDelta) else ToolResultChunk(renamed))
+        with pass_env(env or {}):
+            async for item in self.pipeline.stream_turn(mapped, turn_id=turn_id):
+                renamed = msgspec.structs.replace(item, name=names.get(item.call_id, item.name))
+                yield encode(renamed if isinstance(renamed, ToolOutputDelta) else ToolResultChunk(renamed))
 
 
 class TurnTiming(msgspec.Struct, kw_only=True):

@@ -171,6 +171,10 @@ class Agent:
     approval_timeout_s : float, optional
         How long a call waits for an answer before it is denied (seconds); None waits
         for as long as it takes.
+    pass_env : sequence of str, optional
+        Environment variables ``run_command`` gets although its environment is scrubbed of
+        API keys and tokens (``["GITHUB_TOKEN"]``). Their values are read here, on the
+        driver, and sent with the session; names not set here are left out.
 
     Raises
     ------
@@ -205,6 +209,7 @@ class Agent:
         rate_limits: RateLimits | None = None,
         policy: Policy | str | os.PathLike[str] | None = None,
         approval_timeout_s: float | None = None,
+        pass_env: Sequence[str] = (),
     ) -> None:
         root = Path(workspace).resolve()
         if not root.is_dir():
@@ -247,6 +252,7 @@ class Agent:
             stream=stream,
             policy=self.policy,
             approval_timeout_s=approval_timeout_s,
+            pass_env={name: os.environ[name] for name in pass_env if name in os.environ},
         )
         self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
 

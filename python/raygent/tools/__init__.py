@@ -1,6 +1,6 @@
 """Tools: the ``@tool`` decorator, the workspace sandbox, the built-in tools and MCP servers."""
 
-from raygent.tools._builtin import MAX_FILE_BYTES, SKIP_DIRS, builtin_tools, scrubbed_env
+from raygent.tools._builtin import MAX_FILE_BYTES, SKIP_DIRS, builtin_tools, pass_env, scrubbed_env
 from raygent.tools._mcp import (
     MCPConfigError,
     MCPConnectError,
@@ -29,6 +29,7 @@ __all__ = [
     "Workspace",
     "builtin_tools",
     "emit",
+    "pass_env",
     "scrubbed_env",
     "tool",
 ]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import fnmatch
 import os
 import re
 import signal
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from raygent._native import AnsiStripper, strip_ansi
@@ -19,7 +21,7 @@ from raygent.errors import ToolArgumentError, ToolError, ToolTimeout
 from raygent.tools._tool import Tool, emit, tool
 from raygent.tools._workspace import Workspace
 
-__all__ = ["builtin_tools", "SKIP_DIRS", "MAX_FILE_BYTES", "scrubbed_env"]
+__all__ = ["builtin_tools", "SKIP_DIRS", "MAX_FILE_BYTES", "scrubbed_env", "pass_env"]
 
 #: Directories that listing and search never enter (VCS data, environments, build output).
 SKIP_DIRS = frozenset({".git", ".venv", "node_modules", "target", "__pycache__", ".raygent"})
@@ -42,16 +44,40 @@ _SECRET_ENV = re.compile(
 )
 
 
-def scrubbed_env(env: dict[str, str] | None = None) -> dict[str, str]:
+# Variables the user chose to give run_command (name -> value), on top of the scrubbed
+# environment. A context variable, because one ToolActor serves every session of a workspace and
+# each session names its own: it is set per turn and reaches the turn's tool tasks only.
+_PASSED_ENV: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("raygent_passed_env", default={})
+
+
+def scrubbed_env(env: Mapping[str, str] | None = None, *, passed: Mapping[str, str] | None = None) -> dict[str, str]:
     """``env`` (default ``os.environ``) without variables whose names look like secrets.
 
     Dropped: names containing ``API_KEY``/``APIKEY``, ``TOKEN`` as a word (``GITHUB_TOKEN``,
     ``AWS_SESSION_TOKEN``), ``SECRET``, ``PASSWORD``/``PASSWD``, ``PRIVATE_KEY``, ``CREDENTIAL``,
     and ``AWS_ACCESS_KEY_ID``; case-insensitive. Everything else (``PATH``, ``HOME``, ``LANG``,
-    ``AWS_REGION`` ...) is kept.
+    ``AWS_REGION`` ...) is kept. ``passed`` (name -> value) is added last, whatever the names:
+    the variables the user chose to give commands (``Agent(pass_env=[...])``).
     """
     source = os.environ if env is None else env
-    return {k: v for k, v in source.items() if not _SECRET_ENV.search(k)}
+    out = {k: v for k, v in source.items() if not _SECRET_ENV.search(k)}
+    out.update(passed or {})
+    return out
+
+
+@contextlib.contextmanager
+def pass_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Give ``run_command`` calls started inside this block these variables (name -> value).
+
+    They are added to the scrubbed environment even when their names look like secrets: naming
+    them is the user's choice. The block covers the asyncio tasks created inside it (a
+    :class:`~raygent.pipeline.ToolPipeline` turn started there), not others.
+    """
+    token = _PASSED_ENV.set(dict(values))
+    try:
+        yield
+    finally:
+        _PASSED_ENV.reset(token)
 
 
 def builtin_tools(
@@ -300,9 +326,9 @@ def builtin_tools(
     async def run_command(command: str, timeout_s: float = 60.0) -> str:
         """Run a shell command (/bin/sh -c) in the workspace root; stdout and stderr are merged.
 
-        The command has no stdin; variables holding secrets are removed from its environment.
-        Processes it leaves running are stopped when it exits or times out. Its output is
-        streamed while it runs (``raygent.tools.emit``).
+        The command has no stdin; variables holding secrets are removed from its environment
+        (except those the user passes). Processes it leaves running are stopped when it exits
+        or times out. Its output is streamed while it runs (``raygent.tools.emit``).
 
         Parameters
         ----------
@@ -402,7 +428,7 @@ async def _run_shell(command: str, cwd: Path, timeout_s: float, max_output_bytes
         stderr=asyncio.subprocess.STDOUT,
         # Own session and process group (pgid == pid), so one killpg reaches every descendant.
         start_new_session=True,
-        env=scrubbed_env(),
+        env=scrubbed_env(passed=_PASSED_ENV.get()),
     )
     out = _HeadTail(max_output_bytes)
     stripper = AnsiStripper()
