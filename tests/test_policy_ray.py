@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -112,6 +113,26 @@ def test_agent_run_denies_without_an_approver_and_asks_with_one(ray_cluster, wor
         assert by_name["read_file"].content == "denied by the user: not that file"
         assert agent.status()["state"] == "Idle"
         assert _whole(agent.history())
+
+
+def test_failing_approver_denies_the_call_and_leaves_the_session_usable(ray_cluster, workspace):
+    with raygent.Agent(workspace=workspace, model="scripted", policy=raygent.Policy(tools={"grep": "prompt"})) as agent:
+
+        def approver(request):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            agent.run(TASK, on_approval=approver)
+        # The abandoned run was answered (denied) and finishes in the actor.
+        for _ in range(200):
+            if agent.status()["state"] == "Idle":
+                break
+            time.sleep(0.05)
+        assert agent.status()["state"] == "Idle"
+        assert _whole(agent.history())
+        denied = [m for m in agent.history() if isinstance(m, ToolMessage) and m.name == "grep"]
+        assert [m.content for m in denied] == ["denied by the user: the approver failed"]
+        assert not any(r.is_error for r in agent.run(TASK, on_approval=lambda r: True).tool_results)
 
 
 def test_workspace_policy_file_is_picked_up(ray_cluster, workspace):

@@ -273,6 +273,12 @@ class Agent:
         progress, coalesced to at most one per call per 50 ms), tool results, usage, state
         changes and done, in order (see :mod:`raygent.messages`). :meth:`cancel` stops it.
 
+        With a policy, a call marked ``prompt`` arrives as an
+        :class:`~raygent.messages.ApprovalRequest` and the run waits (``WaitingForUser``)
+        until the reader calls :meth:`approve` or :meth:`deny` for it, or until
+        ``approval_timeout_s``. A reader that filters the requests out (``include``,
+        ``text_only``) must still answer them, or set ``approval_timeout_s``.
+
         Parameters
         ----------
         prompt : str
@@ -327,7 +333,8 @@ class Agent:
             Asked for each tool call the policy marks ``prompt``: ``on_approval(request) ->
             True`` approves it, ``False`` denies it, a ``str`` denies it with that reason for
             the model. Without it, such calls are denied (reason: no approver), so a run
-            without a person never blocks; the model sees the refusal and goes on.
+            without a person never blocks; the model sees the refusal and goes on. If it
+            raises, the call is denied and the error propagates.
 
         Raises
         ------
@@ -339,11 +346,16 @@ class Agent:
         for chunk in self.stream(prompt):
             chunks.append(chunk)
             if isinstance(chunk, ApprovalRequest):
-                answer = (
-                    on_approval(chunk)
-                    if on_approval is not None
-                    else "no approver: Agent.run was called without on_approval"
-                )
+                try:
+                    answer = (
+                        on_approval(chunk)
+                        if on_approval is not None
+                        else "no approver: Agent.run was called without on_approval"
+                    )
+                except BaseException:
+                    # Answer before leaving, or the session would wait in WaitingForUser forever.
+                    self.deny(chunk.call.id, reason="the approver failed")
+                    raise
                 if answer is True:
                     self.approve(chunk.call.id)
                 else:
