@@ -300,3 +300,38 @@ def test_agent_cancel_kills_grandchild_and_takes_the_next_prompt(ray_cluster, tm
         assert agent.cancel() is False
     finally:
         agent.close()
+
+
+@pytest.mark.ray
+def test_cli_shows_tool_output_live_and_first_ctrl_c_cancels(ray_cluster, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    model = write_trajectory(
+        tmp_path / "run.json",
+        [("start the server", [{"command": "printf 'booting\\n'; " + GRANDCHILD}, {"content": "it stopped"}])],
+    )
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raygent.cli", "run", "start the server", "--workspace", str(workspace),
+         "--model", model, "--address", address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        pid = wait_pid(workspace / "gc.pid")
+        assert alive(pid)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert "cancelling the run" in err
+    assert "│ booting" in out  # the tool's output, shown while it ran
+    assert "✗ cancelled run_command" in out
+    assert "tool calls 1 (1 failed)" in out and "state Idle" in out
+    assert wait_gone(pid), f"grandchild {pid} survived the CLI's Ctrl-C"

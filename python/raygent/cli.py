@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,6 +25,7 @@ from raygent.messages import (
     TextDelta,
     ToolCallEnd,
     ToolCallStart,
+    ToolOutputDelta,
     ToolResultChunk,
     Usage,
 )
@@ -73,10 +77,12 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run one agent session and stream its text and tool calls as they happen.
+    """Run one agent session and stream its text, tool calls and tool output as they happen.
 
     A tool call the policy marks 'prompt' is shown and asked about on the terminal (y/n, then
-    an optional reason for the model when denied); end of input denies it.
+    an optional reason for the model when denied); end of input denies it. The first Ctrl-C
+    cancels the run (running tools are killed, the summary still prints); a second one quits
+    at once with exit code 130.
     """
     import raygent
 
@@ -105,6 +111,8 @@ def run(
     out.print(f"[bold]task:[/] {task}\n")
     n_calls = n_failed = tokens_in = tokens_out = 0
     at_line_start = True
+    streamed: set[str] = set()  # calls whose output was shown live: no preview of the result
+    previous_handler = signal.signal(signal.SIGINT, _cancel_on_first_interrupt(agent, err))
     try:
         for chunk in agent.stream(task):
             if isinstance(chunk, TextDelta):
@@ -124,9 +132,14 @@ def run(
                 out.print(
                     f"  {mark} {r.name} · {r.duration_ms:.1f} ms · {len(r.content):,} chars"
                 )
-                for line in _preview(r.content):
-                    out.print(f"    {line}", style="dim", markup=False)
+                if r.call_id not in streamed:
+                    for line in _preview(r.content):
+                        out.print(f"    {line}", style="dim", markup=False)
                 n_failed += r.is_error
+            elif isinstance(chunk, ToolOutputDelta):
+                streamed.add(chunk.call_id)
+                for line in chunk.text.splitlines():
+                    out.print(f"  │ {line}", style="dim", markup=False)
             elif isinstance(chunk, Usage):
                 tokens_in += chunk.input_tokens
                 tokens_out += chunk.output_tokens
@@ -141,6 +154,11 @@ def run(
         reason = (str(e).splitlines() or [""])[0]
         err.print(f"\n[bold red]error ({kind}):[/] {reason}")
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("\n[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
     status = agent.status()
     agent.close()
     wall_s = time.perf_counter() - started
@@ -151,6 +169,31 @@ def run(
         f"tokens {tokens_in:,} in / {tokens_out:,} out · wall time {wall_s:.2f} s · "
         f"state {status['state']}"
     )
+
+
+def _cancel_on_first_interrupt(agent: Any, err: Console) -> Callable[[int, Any], None]:
+    """A SIGINT handler: the first Ctrl-C cancels the agent's run, the next raises KeyboardInterrupt.
+
+    The cancel is a Ray call, made from a thread because a signal handler may run while the
+    main thread is itself inside a Ray call reading the stream; the stream then ends by itself.
+    """
+    interrupts = 0
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
+        err.print("\n[bold yellow]cancelling the run[/] (Ctrl-C again to quit)")
+        threading.Thread(target=cancel, name="raygent-cancel", daemon=True).start()
+
+    def cancel() -> None:
+        try:
+            agent.cancel()
+        except RaygentError as e:  # the run is failing anyway: its stream reports why
+            err.print(f"[red]could not cancel:[/] {e}")
+
+    return handler
 
 
 def _ask(out: Console, request: ApprovalRequest, *, yes: bool, no_input: bool) -> tuple[bool, str]:
