@@ -211,3 +211,28 @@ def test_closing_an_agent_ends_its_predictor_session(ray_cluster, workspace):
     snap = ray_cluster.get(predictor.snapshot.remote())
     assert session_id not in snap["active_sessions"]
     assert snap["finished_sessions"] > before["finished_sessions"]
+
+
+def test_agent_compacts_a_long_session_and_keeps_the_full_history(ray_cluster, workspace):
+    prompts = ["Where is the round-robin scheduler?", "and what does next_worker return?", "where is VALUE set?"]
+    with pytest.raises(ValueError, match="compact_threshold"):
+        raygent.Agent(workspace=workspace, model="scripted", compact_threshold=1.5)
+    with pytest.raises(ValueError, match="speculation_threshold"):
+        raygent.Agent(workspace=workspace, model="scripted", speculation_threshold=0)
+    agents = {
+        t: raygent.Agent(workspace=workspace, model="scripted", budget_tokens=1_500, compact_threshold=t)
+        for t in (0.5, None)
+    }
+    try:
+        for agent in agents.values():
+            for p in prompts:
+                agent.run(p)
+        compacting, never = agents[0.5].status(), agents[None].status()
+        assert compacting["compactions"] >= 1 and never["compactions"] == 0
+        # The window is a view: both keep every message, in the same shape.
+        full = [type(m).__name__ for m in agents[0.5].history()]
+        assert full == [type(m).__name__ for m in agents[None].history()]
+        assert full.count("UserMessage") == len(prompts)
+    finally:
+        for agent in agents.values():
+            agent.close()

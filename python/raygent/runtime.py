@@ -175,6 +175,13 @@ class Agent:
         Environment variables ``run_command`` gets although its environment is scrubbed of
         API keys and tokens (``["GITHUB_TOKEN"]``). Their values are read here, on the
         driver, and sent with the session; names not set here are left out.
+    compact_threshold : float or None, default 0.9
+        Fraction of ``budget_tokens`` past which older turns are summarized by the model
+        (trimmed when that fails); the full history is kept either way. None never compacts.
+    speculation_threshold : float or None, default 0.5
+        Predicted read-only calls at least this likely (P(tool) x P(arguments | tool), from
+        the predictor) run ahead at low priority so their results wait in the workspace's
+        cache; never a mutating tool, never into the history. None turns speculation off.
 
     Raises
     ------
@@ -186,7 +193,8 @@ class Agent:
     ValueError
         An endpoint is configured without a model name, or a tool's name is taken (by a
         built-in, or by another tool of the workspace with a different schema); for an MCP
-        server's tool this is :class:`~raygent.tools.MCPConfigError`.
+        server's tool this is :class:`~raygent.tools.MCPConfigError`; or a threshold is
+        outside (0, 1].
     MCPConnectError
         An MCP server could not be started, reached or initialized; the message names it.
     """
@@ -210,7 +218,12 @@ class Agent:
         policy: Policy | str | os.PathLike[str] | None = None,
         approval_timeout_s: float | None = None,
         pass_env: Sequence[str] = (),
+        compact_threshold: float | None = 0.9,
+        speculation_threshold: float | None = 0.5,
     ) -> None:
+        for name, value in (("compact_threshold", compact_threshold), ("speculation_threshold", speculation_threshold)):
+            if value is not None and not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1] or None, got {value}")
         root = Path(workspace).resolve()
         if not root.is_dir():
             raise NotADirectoryError(f"workspace {str(root)!r} is not a directory")
@@ -253,6 +266,8 @@ class Agent:
             policy=self.policy,
             approval_timeout_s=approval_timeout_s,
             pass_env={name: os.environ[name] for name in pass_env if name in os.environ},
+            compact_threshold=compact_threshold,
+            speculation_threshold=speculation_threshold,
         )
         self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
 
