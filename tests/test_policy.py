@@ -480,3 +480,11 @@ async def test_run_command_sees_passed_variables_only_in_its_own_turn(tmp_path, 
     assert plain.startswith(f"gh=[] openai=[] cwd={tmp_path}")
     assert passed.startswith(f"gh=[chosen] openai=[] cwd={tmp_path}")
     assert (await turn("c")).startswith("gh=[] openai=[]")  # the block ended
+
+
+def test_redirections_are_matched_only_by_patterns_that_name_them():
+    loose = Policy(commands={"echo *": "allow"}, default="deny")
+    assert loose.decide(ToolCall("1", "run_command", {"command": "echo x > setup.py"})).decision == "allow"
+    guarded = Policy(commands={"*>*": "prompt", "echo *": "allow"}, default="deny")
+    assert guarded.decide(ToolCall("2", "run_command", {"command": "echo x > setup.py"})).decision == "prompt"
+    assert guarded.decide(ToolCall("3", "run_command", {"command": "echo hi"})).decision == "allow"

@@ -37,6 +37,9 @@ Matching
 - Command substitution (``$(...)``, backquotes, ``<(...)``, ``>(...)``) or a command the
   splitter cannot read (an unclosed quote) can run anything, so a pattern can at most
   ``prompt`` it: an ``allow`` becomes ``prompt``.
+- Redirections are part of the simple command they follow and are not treated specially:
+  ``"echo *" = "allow"`` also allows ``echo x > setup.py``. Deny or prompt them with a pattern
+  written before the allow (``"*>*" = "prompt"``).
 """
 
 from __future__ import annotations
