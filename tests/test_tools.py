@@ -248,7 +248,7 @@ async def test_edit_file(tools, tmp_path):
 
 
 async def test_list_dir_tree(tools, tmp_path):
-    for rel in ["b.txt", "a/z.py", "a/deep/deeper/x", ".git/HEAD", "node_modules/m/i.js", "c/"]:
+    for rel in ["b.txt", "a/z.py", "a/deep/deeper/x", ".git/HEAD", "node_modules/m/i.js", "c/", ".mypy_cache/x.json"]:
         p = tmp_path / rel
         if rel.endswith("/"):
             p.mkdir()
@@ -281,6 +281,8 @@ async def test_grep(tools, tmp_path):
     (tmp_path / "bin.dat").write_bytes(b"foo\0\x01")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git/config").write_text("foo\n")
+    (tmp_path / ".pytest_cache/v/cache").mkdir(parents=True)
+    (tmp_path / ".pytest_cache/v/cache/nodeids").write_text('["tests/test_foo.py::test_foo"]\n')
     out = await tools["grep"].invoke({"pattern": "foo"})
     lines = out.splitlines()
     assert lines[0] == "src/b.txt:1: foo bar"

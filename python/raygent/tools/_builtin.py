@@ -23,8 +23,12 @@ from raygent.tools._workspace import Workspace
 
 __all__ = ["builtin_tools", "SKIP_DIRS", "MAX_FILE_BYTES", "scrubbed_env", "pass_env"]
 
-#: Directories that listing and search never enter (VCS data, environments, build output).
-SKIP_DIRS = frozenset({".git", ".venv", "node_modules", "target", "__pycache__", ".raygent"})
+#: Directories that listing and search never enter (VCS data, environments, build output, and
+#: the caches test and type-check tools write, whose copies of test names outrank real code).
+SKIP_DIRS = frozenset(
+    {".git", ".venv", "node_modules", "target", "__pycache__", ".raygent",
+     ".pytest_cache", ".mypy_cache", ".hypothesis", ".ruff_cache", ".tox"}
+)  # fmt: skip
 #: Largest file read_file, edit_file and grep will open, in bytes (10 MiB).
 MAX_FILE_BYTES = 10 * 1024 * 1024
 _MAX_LIST_ENTRIES = 1000
@@ -217,7 +221,8 @@ def builtin_tools(
     def list_dir(path: str = ".", max_depth: int = 2) -> str:
         """List a directory of the workspace as a tree; directories end with '/'.
 
-        Skips .git, .venv, node_modules, target, __pycache__ and .raygent. Symlinks are shown
+        Skips .git, .venv, node_modules, target, __pycache__, .raygent and tool caches
+        (.pytest_cache, .mypy_cache, .hypothesis, .ruff_cache, .tox). Symlinks are shown
         with their target and not entered.
 
         Parameters
