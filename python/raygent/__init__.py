@@ -7,10 +7,11 @@
 >>> for chunk in agent.stream("and the JSON parser?"): ...
 """
 
-from raygent.errors import AgentError, RaygentError
+from raygent.errors import AgentError, RaygentError, WorkflowError
 from raygent.policy import Policy
 from raygent.runtime import Agent, RunResult, init, shutdown
 from raygent.tools import MCPError, MCPServer, Tool, tool
+from raygent.workflow import Step, Stop, Workflow, WorkflowResult
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,9 @@ __all__ = [
     "MCPError",
     "RaygentError",
     "AgentError",
+    "Workflow",
+    "Step",
+    "Stop",
+    "WorkflowResult",
+    "WorkflowError",
 ]

@@ -7,6 +7,8 @@ record them in the conversation without losing the history.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "RaygentError",
     "ToolError",
@@ -30,6 +32,7 @@ __all__ = [
     "StoreError",
     "SequenceGap",
     "StoreConflict",
+    "WorkflowError",
 ]
 
 
@@ -346,3 +349,42 @@ class StoreConflict(StoreError):
     def __init__(self, message: str, *, session_id: str, seq: int) -> None:
         super().__init__(message, session_id=session_id)
         self.seq = seq
+
+
+class WorkflowError(RaygentError):
+    """A workflow failed: a step raised, or the graph was refused before anything ran.
+
+    Nothing completed is lost: ``refs`` holds the Ray object reference of every step that
+    finished before the failure, and ``results`` fetches their values.
+
+    Attributes
+    ----------
+    step : str
+        The step that failed (for a refused graph: a step of the cycle, or the step with a
+        bad dependency).
+    refs : dict of str to ray.ObjectRef
+        The output of each step that completed, by step name (empty for a refused graph).
+    cycle : list of str
+        For a refused graph with a cycle: the steps around it, first repeated at the end
+        (``["a", "b", "a"]``); else empty.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        refs: dict[str, Any] | None = None,
+        cycle: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.refs = dict(refs or {})
+        self.cycle = list(cycle or [])
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """The values of the steps that completed, by step name (fetched from Ray)."""
+        import ray  # errors.py must import without Ray; only this accessor needs it
+
+        return dict(zip(self.refs, ray.get(list(self.refs.values())), strict=True))
