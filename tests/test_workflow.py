@@ -80,15 +80,25 @@ def test_stop_if_predicate_ends_the_workflow(ray_cluster, tmp_path):
 
 
 def test_stop_cancels_a_running_sibling(ray_cluster, tmp_path):
+    go = tmp_path / "go"
+
     def slow(x):
-        for _ in range(20):  # two seconds, then it would leave its mark
+        # Finishes only once the test says "go", which it does after the workflow returned:
+        # so it cannot complete before the stop, however loaded the machine is.
+        for _ in range(300):
+            if go.exists():
+                (tmp_path / "slow").touch()
+                return x
             time.sleep(0.1)
-        (tmp_path / "slow").touch()
         return x
 
-    result = Workflow.parallel(Step("fast", fn=lambda x: Stop("quick")), Step("slow", fn=slow)).run(1)
+    wf = Workflow.parallel(
+        Step("fast", fn=lambda x: Stop("quick"), num_cpus=0), Step("slow", fn=slow, num_cpus=0)
+    )
+    result = wf.run(1)
     assert result.stopped_by == "fast" and result.output == "quick" and result.skipped == ["slow"]
-    time.sleep(3)  # past the point where an uncancelled slow step would have finished
+    go.touch()
+    time.sleep(3)  # an uncancelled slow step would see "go" within 0.1 s and leave its mark
     assert not (tmp_path / "slow").exists()
 
 
