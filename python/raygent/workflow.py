@@ -35,7 +35,8 @@ _NEXT, _STOP, _LOOP_DONE = "next", "stop", "loop_done"
 class Stop:
     """Returned by a step to end the whole workflow with ``value`` as its output.
 
-    Steps not yet started never run; steps running at that moment are cancelled.
+    Steps not yet started never run; steps running at that moment are cancelled with
+    ``ray.cancel`` (best effort: one may still finish, its output is dropped) and not waited for.
     """
 
     value: Any = None
@@ -240,7 +241,7 @@ class Workflow:
         WorkflowError
             A step raised: ``step`` names it, the cause is chained, and ``refs`` / ``results``
             keep the outputs of every step that completed before it. Steps still running
-            are cancelled.
+            are cancelled (best effort, as for :class:`Stop`).
         """
         input_ref = ray.put(input)
         done: dict[str, Any] = {}
