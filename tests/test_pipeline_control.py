@@ -22,15 +22,17 @@ def _alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
-async def _gone(pid: int, tries: int = 200) -> bool:
-    for _ in range(tries):  # bounded wait: 200 x 25 ms
+async def _gone(pid: int, tries: int = 1200) -> bool:
+    # Bounded wait, 1200 x 25 ms: generous because on a loaded 2-core machine the kill and the
+    # reaping of the process group can take seconds; a surviving process still fails.
+    for _ in range(tries):
         if not _alive(pid):
             return True
         await asyncio.sleep(0.025)
     return False
 
 
-async def _pid_from(path: Path, tries: int = 400) -> int:
+async def _pid_from(path: Path, tries: int = 1200) -> int:
     for _ in range(tries):
         if path.exists() and path.read_text().strip():
             return int(path.read_text().strip())
