@@ -18,11 +18,14 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
+import ray
 
 from raygent.messages import (
     ApprovalRequest,
@@ -36,6 +39,7 @@ from raygent.messages import (
     ToolResult,
     ToolResultChunk,
     ToolStreamItem,
+    UserMessage,
     decode,
     encode,
 )
@@ -45,10 +49,50 @@ from raygent.policy import Policy
 from raygent.predictor import Hints, Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT, Session
+from raygent.store import PostgresStore, SessionStore, SQLiteStore
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS
 from raygent.tools import MCPRegistry, MCPServer, Tool, builtin_tools, pass_env
 
-__all__ = ["AgentSpec", "AgentActor", "ToolActor", "PredictorActor"]
+__all__ = ["AgentSpec", "StoreSpec", "AgentActor", "ToolActor", "PredictorActor"]
+
+
+class StoreSpec(msgspec.Struct, frozen=True):
+    """Where an :class:`AgentActor` checkpoints its session, sent instead of a store object
+    (a connection does not cross processes): each actor opens its own connection.
+
+    Attributes
+    ----------
+    kind : {"sqlite", "postgres"}
+    target : str
+        The SQLite file's path, or the PostgreSQL conninfo (``"postgresql://..."``).
+    """
+
+    kind: Literal["sqlite", "postgres"]
+    target: str
+
+    @classmethod
+    def of(cls, store: SQLiteStore | PostgresStore | str | Path) -> StoreSpec:
+        """The spec of a store object, or of an SQLite file path.
+
+        Raises
+        ------
+        ValueError
+            An in-memory SQLite store: other processes cannot reach it.
+        TypeError
+            Neither a path nor one of raygent's stores.
+        """
+        if isinstance(store, PostgresStore):
+            return cls("postgres", store.conninfo)
+        path = store.path if isinstance(store, SQLiteStore) else store
+        if not isinstance(path, (str, Path)):
+            raise TypeError(f"store must be an SQLiteStore, a PostgresStore or a path, got {type(store).__name__}")
+        if str(path) == ":memory:":
+            raise ValueError("an in-memory SQLite store cannot be shared with the agent's actor; give a file")
+        return cls("sqlite", str(Path(path).absolute()))
+
+    def open(self) -> SessionStore:
+        """A new connection to the store (raises :class:`~raygent.errors.StoreError` when it fails)."""
+        return SQLiteStore(self.target) if self.kind == "sqlite" else PostgresStore(self.target)
 
 
 class AgentSpec(msgspec.Struct, frozen=True):
@@ -85,6 +129,11 @@ class AgentSpec(msgspec.Struct, frozen=True):
     timeout_min_samples: int = 20
     # Variables (name -> value, read on the driver) run_command gets despite the scrubbing.
     pass_env: dict[str, str] = {}
+    # Every message of the history is written here before it is acted on, and a restarted
+    # actor reloads the session from it; None keeps the history in memory only.
+    store: StoreSpec | None = None
+    # Tools safe to run again when a crash cut their call short (ToolActor.read_only_tools).
+    read_only_tools: frozenset[str] = frozenset()
 
 
 # Sent at once: an ApprovalRequest because the run waits for the answer; a ToolOutputDelta
@@ -179,6 +228,14 @@ class ToolActor:
                     del self.tools[t.name]
                     del self.pipeline.tools[t.name]
         await self.mcp.aclose()
+
+    def read_only_tools(self) -> list[str]:
+        """Names of the registered tools that only read (safe to run again after a crash)."""
+        return sorted(name for name, t in self.tools.items() if t.read_only)
+
+    def pid(self) -> int:
+        """This actor's process id (recovery tests kill it)."""
+        return os.getpid()
 
     def metrics(self) -> dict[str, Any]:
         """The pipeline's counters: calls, executions, retries, breakers, cache, speculation
@@ -286,7 +343,19 @@ class AgentActor:
             # replay's recorded-results actor does not).
             on_generate=self._start_hints if _has(predictor, "hints") and _has(tool_actor, "apply_hints") else None,
             cancel_tools=self._cancel_tools,
+            on_append=self._checkpoint,
         )
+        self.store = None if self.spec.store is None else self.spec.store.open()
+        # Messages found in the store when this actor started (0: a new session). After a
+        # crash Ray runs __init__ again, so this is where a restarted actor picks up its session.
+        self.restored = 0
+        if self.store is not None:
+            stored = self.store.load(self.spec.session_id)
+            if stored:
+                self.session.restore(stored)
+                self.restored = len(stored)
+            else:
+                self.store.append(self.spec.session_id, self.session.context.history[:1], start_seq=0)
         self.metrics = MetricsCollector(
             clock=time.monotonic,
             sinks=default_sinks(
@@ -297,6 +366,12 @@ class AgentActor:
         )
         self._turn_numbers = itertools.count(1)
         self._turn_id: str | None = None
+
+    def _checkpoint(self, seq: int, message: Message) -> None:
+        # Synchronous on purpose: the session acts on the message only once it is stored.
+        # Idempotent by seq, so a message written just before a crash is not doubled.
+        if self.store is not None:
+            self.store.append(self.spec.session_id, [message], start_seq=seq)
 
     def _start_hints(self) -> None:
         task = asyncio.get_running_loop().create_task(self._hints())
@@ -324,20 +399,40 @@ class AgentActor:
         turn_id = self._turn_id = f"{self.spec.session_id}:{next(self._turn_numbers)}"
         # env only when there is one: replay's RecordedToolActor takes no env.
         env = {"env": self.spec.pass_env} if self.spec.pass_env else {}
-        refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(calls), turn_id, **env)
         by_id = {c.id: c for c in calls}
+        answered: set[str] = set()
         events = []
+        todo = calls
         try:
-            async for ref in refs:
-                item = decode(await ref, ToolStreamItem)
-                if isinstance(item, ToolOutputDelta):
-                    yield item
-                    continue
-                result = item.result
-                call = by_id.get(result.call_id)
-                if call is not None:
-                    events.append(ToolEvent.of(self.spec.session_id, call, result))
-                yield result
+            # A second round only after the tool actor died and Ray restarted it: the calls it
+            # left unanswered run again if read-only; the others may have run, so they are
+            # answered "interrupted" rather than repeated.
+            for attempt in range(2):
+                refs = self.tool_actor.run_turn.options(num_returns="streaming").remote(encode(todo), turn_id, **env)
+                try:
+                    async for ref in refs:
+                        item = decode(await ref, ToolStreamItem)
+                        if isinstance(item, ToolOutputDelta):
+                            yield item
+                            continue
+                        result = item.result
+                        answered.add(result.call_id)
+                        call = by_id.get(result.call_id)
+                        if call is not None:
+                            events.append(ToolEvent.of(self.spec.session_id, call, result))
+                        yield result
+                    return
+                except ray.exceptions.RayActorError:
+                    if attempt:
+                        raise
+                    lost = [c for c in todo if c.id not in answered]
+                    todo = [c for c in lost if c.name in self.spec.read_only_tools]
+                    for c in lost:
+                        if c.name not in self.spec.read_only_tools:
+                            answered.add(c.id)
+                            yield _interrupted(c, "the tool actor's process stopped while this call ran")
+                    if not todo:
+                        return
         finally:
             self._turn_id = None
             if events:
@@ -361,12 +456,42 @@ class AgentActor:
         batch bounds for this run. A failure is raised after the chunks that came before it
         have been sent.
         """
+        async for batch in self._batches(self.session.run(prompt), flush_chunks, flush_interval_ms):
+            yield batch
+
+    async def resume(
+        self,
+        prompt: str,
+        prompt_number: int,
+        flush_chunks: int | None = None,
+        flush_interval_ms: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """:meth:`run` again after this actor was restarted in the middle of it: the batches
+        of what is left of the run of ``prompt``, the session's ``prompt_number``-th (from 1).
+
+        When the stored history holds fewer prompts, the crash came before the prompt was
+        checkpointed: it runs from the start. Otherwise the interrupted run goes on from the
+        history (:meth:`raygent.session.Session.resume`): a tool call cut short is run again
+        only if its tool is read-only, else answered ``error_kind="interrupted"``.
+        """
+        prompts = sum(isinstance(m, UserMessage) for m in self.session.context.history)
+        chunks = (
+            self.session.run(prompt)
+            if prompts < prompt_number
+            else self.session.resume(lambda call: call.name in self.spec.read_only_tools)
+        )
+        async for batch in self._batches(chunks, flush_chunks, flush_interval_ms):
+            yield batch
+
+    async def _batches(
+        self, chunks: AsyncIterator[Chunk], flush_chunks: int | None, flush_interval_ms: float | None
+    ) -> AsyncIterator[bytes]:
         batch: list[Chunk] = []
         last_flush = time.monotonic()
         max_chunks = flush_chunks or self.spec.flush_chunks
         interval_s = (self.spec.flush_interval_ms if flush_interval_ms is None else flush_interval_ms) / 1000.0
         try:
-            async for chunk in self.session.run(prompt):
+            async for chunk in chunks:
                 now = time.monotonic()
                 self.metrics.observe(chunk, now)
                 batch.append(chunk)
@@ -384,6 +509,10 @@ class AgentActor:
             raise
         if batch:
             yield encode(batch)
+
+    def pid(self) -> int:
+        """This actor's process id (recovery tests kill it)."""
+        return os.getpid()
 
     # async: this actor's methods share one event loop, so an answer arrives while ``run`` is
     # suspended waiting for it.
@@ -427,6 +556,19 @@ class AgentActor:
         if _has(self.tool_actor, "end_session"):
             # Fire-and-forget: the tool actor counts this session's unused speculation as waste.
             self.tool_actor.end_session.remote(self.spec.session_id)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _interrupted(call: ToolCall, why: str) -> ToolResult:
+    return ToolResult(
+        call_id=call.id, name=call.name, is_error=True, error_kind="interrupted", attempts=0,
+        content=(
+            f"interrupted: {why}, so it may have run partly or completely; it was not run "
+            "again: check its effects before repeating it"
+        ),
+    )
 
 
 def decode_history(data: bytes) -> list[Message]:

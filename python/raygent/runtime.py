@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 import ray
 
-from raygent.actors import AgentActor, AgentSpec, PredictorActor, ToolActor, decode_history
+from raygent.actors import AgentActor, AgentSpec, PredictorActor, StoreSpec, ToolActor, decode_history
 from raygent.errors import AgentError, RaygentError
 from raygent.messages import (
     ApprovalRequest,
@@ -41,6 +41,7 @@ from raygent.policy import POLICY_FILE, Policy, load_policy
 from raygent.providers._ratelimit import RateLimits
 from raygent.providers._spec import resolve_provider
 from raygent.session import DEFAULT_SYSTEM_PROMPT
+from raygent.store import PostgresStore, SQLiteStore, default_path
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS, Stream, _gather
 from raygent.tools import MCPServer, Tool, tool
 
@@ -84,6 +85,24 @@ def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
             ray.wait(closing, num_returns=len(closing), timeout=mcp_close_timeout_s)
     _SHARED_ACTORS.clear()
     ray.shutdown()
+
+
+WORKSPACE_STORE = "workspace"
+# Restarts Ray allows an Agent's actor (each reloads the session from the store); a run in
+# flight is resumed as many times.
+AGENT_MAX_RESTARTS = 3
+
+
+def _store_spec(store: SQLiteStore | PostgresStore | str | Path | None, workspace: Path) -> StoreSpec | None:
+    if store is None:
+        return None
+    if store == WORKSPACE_STORE:
+        store = default_path(workspace)
+    spec = StoreSpec.of(store)
+    # Opened here once so a bad path or an unreachable server fails the constructor, not the
+    # actor: StoreError names the database and the cause.
+    spec.open().close()
+    return spec
 
 
 # Handles of the shared named actors (tool actor per workspace, predictor), by (job id, name).
@@ -182,6 +201,14 @@ class Agent:
         Predicted read-only calls at least this likely (P(tool) x P(arguments | tool), from
         the predictor) run ahead at low priority so their results wait in the workspace's
         cache; never a mutating tool, never into the history. None turns speculation off.
+    store : SQLiteStore, PostgresStore, str, Path or None, default "workspace"
+        Where every message of the session is checkpointed before it is acted on (keyed by
+        :attr:`session_id` and its sequence number), and where a restarted agent actor
+        reloads the session from. ``"workspace"``: SQLite (WAL) at
+        ``<workspace>/.raygent/sessions.db``; another path: an SQLite file there; a store
+        object: its database (the actor opens its own connection, so an in-memory SQLite
+        store is refused; a PostgreSQL store lets the session survive the loss of its node).
+        ``None``: the history lives in the actor's memory only and dies with it.
 
     Raises
     ------
@@ -194,7 +221,9 @@ class Agent:
         An endpoint is configured without a model name, or a tool's name is taken (by a
         built-in, or by another tool of the workspace with a different schema); for an MCP
         server's tool this is :class:`~raygent.tools.MCPConfigError`; or a threshold is
-        outside (0, 1].
+        outside (0, 1]; or ``store`` is an in-memory SQLite store.
+    StoreError
+        The store cannot be opened.
     MCPConnectError
         An MCP server could not be started, reached or initialized; the message names it.
     """
@@ -220,6 +249,7 @@ class Agent:
         pass_env: Sequence[str] = (),
         compact_threshold: float | None = 0.9,
         speculation_threshold: float | None = 0.5,
+        store: SQLiteStore | PostgresStore | str | Path | None = WORKSPACE_STORE,
     ) -> None:
         for name, value in (("compact_threshold", compact_threshold), ("speculation_threshold", speculation_threshold)):
             if value is not None and not 0 < value <= 1:
@@ -239,8 +269,11 @@ class Agent:
         init()
         # One ToolActor per workspace and one predictor per job, shared by every Agent.
         key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
+        # Restarted by Ray whenever its process dies (it holds no session state); its calls
+        # are never retried by Ray, since a mutating tool must not run twice: the agent actor
+        # re-runs only read-only calls it lost (AgentActor._run_tools).
         self._tools = _remote(ToolActor).options(
-            name=f"raygent-tools-{key}", get_if_exists=True
+            name=f"raygent-tools-{key}", get_if_exists=True, max_restarts=-1
         ).remote(str(root), default_timeout_s=tool_timeout_s)
         self._predictor = _remote(PredictorActor).options(
             name="raygent-predictor", get_if_exists=True
@@ -268,8 +301,15 @@ class Agent:
             pass_env={name: os.environ[name] for name in pass_env if name in os.environ},
             compact_threshold=compact_threshold,
             speculation_threshold=speculation_threshold,
+            store=_store_spec(store, root),
+            read_only_tools=frozenset(_get(self._tools.read_only_tools.remote())),
         )
-        self._actor = _remote(AgentActor).remote(encode(spec), self._tools, self._predictor, schemas)
+        # Without a store a restarted actor would have forgotten the session: let it die.
+        self._restarts = AGENT_MAX_RESTARTS if spec.store is not None else 0
+        self._actor = _remote(AgentActor).options(max_restarts=self._restarts).remote(
+            encode(spec), self._tools, self._predictor, schemas
+        )
+        self._prompts = 0
 
     def stream(
         self,
@@ -287,6 +327,14 @@ class Agent:
         deltas, tool-call start/delta/end, the output of running tools (``tool_output_delta``:
         progress, coalesced to at most one per call per 50 ms), tool results, usage, state
         changes and done, in order (see :mod:`raygent.messages`). :meth:`cancel` stops it.
+
+        With a store (the default), a run whose agent actor dies goes on by itself: Ray
+        restarts the actor (up to ``AGENT_MAX_RESTARTS`` times), it reloads the session from
+        the store, and the stream continues with the rest of the run (no chunk is repeated,
+        no message duplicated); a tool call the crash cut short is run again only if its tool
+        is read-only, otherwise the model gets a result of kind ``"interrupted"``. The same
+        holds for the workspace's tool actor. Without a store the run fails with
+        ``actor_died``.
 
         With a policy, a call marked ``prompt`` arrives as an
         :class:`~raygent.messages.ApprovalRequest` and the run waits (``WaitingForUser``)
@@ -324,9 +372,16 @@ class Agent:
             batches, buffer_size=buffer_size, flush_interval_ms=flush_interval_ms,
             text_only=text_only, include=include,
         )
+        self._prompts += 1
+        number = self._prompts
         batches.refs = self._actor.run.options(num_returns="streaming").remote(
             prompt, buffer_size, flush_interval_ms
         )
+        if self._restarts:
+            batches.resumes_left = self._restarts
+            batches.resume = lambda: self._actor.resume.options(num_returns="streaming").remote(
+                prompt, number, buffer_size, flush_interval_ms
+            )
         return stream
 
     def astream(self, prompt: str, **options: Any) -> Stream:
@@ -478,16 +533,29 @@ class _RayBatches:
 
     def __init__(self) -> None:
         self.refs: Any = None  # the ObjectRefGenerator, set once the run is started
+        # Starts AgentActor.resume once the actor died mid-run (Ray restarts it from the store).
+        self.resume: Callable[[], Any] | None = None
+        self.resumes_left = 0
+
+    def _resumed(self, e: BaseException) -> bool:
+        if self.resume is None or self.resumes_left <= 0 or not isinstance(e, ray.exceptions.RayActorError):
+            return False
+        self.resumes_left -= 1
+        # Queued by Ray until the restarted actor is up; it fails at once if the actor is gone.
+        self.refs = self.resume()
+        return True
 
     def __iter__(self) -> Iterator[list[Chunk]]:
         while True:
             try:
-                ref = next(self.refs)
+                data = ray.get(next(self.refs))
             except StopIteration:
                 return
             except Exception as e:
+                if self._resumed(e):
+                    continue
                 raise _translate(e) from e
-            yield decode(_get(ref), list[Chunk])
+            yield decode(data, list[Chunk])
 
     async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
         while True:
@@ -497,6 +565,8 @@ class _RayBatches:
             except StopAsyncIteration:
                 return
             except Exception as e:
+                if self._resumed(e):
+                    continue
                 raise _translate(e) from e
             yield decode(data, list[Chunk])
 

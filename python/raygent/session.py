@@ -44,8 +44,10 @@ from raygent.messages import (
     ApprovalRequest,
     AssistantMessage,
     Chunk,
+    Message,
     StateChange,
     StreamError,
+    SystemMessage,
     TextDelta,
     ToolCall,
     ToolCallEnd,
@@ -130,6 +132,13 @@ class Session:
         (``ToolActor.cancel`` of the current turn), which then yield their results as errors
         of kind ``cancelled``. Without it :meth:`cancel` lets running calls finish and stops
         the run after them.
+    on_append : callable, optional
+        ``on_append(seq, message)``, called as each message enters the history, with its index
+        in ``context.history`` (the system prompt is 0) and before the session acts on it: the
+        prompt before the model is asked, an assistant message before its tool calls run, a
+        tool result before the next model call. The checkpoint hook: ``AgentActor`` writes
+        the message to its :class:`~raygent.store.SessionStore`. It must be synchronous; what
+        it raises propagates and ends the run (the message stays in the in-memory history).
     """
 
     def __init__(
@@ -147,6 +156,7 @@ class Session:
         compact_threshold: float | None = 0.9,
         on_generate: Callable[[], None] | None = None,
         cancel_tools: Callable[[], Awaitable[Any]] | None = None,
+        on_append: Callable[[int, Message], None] | None = None,
     ) -> None:
         self.provider = provider
         self.cancel_tools = cancel_tools
@@ -158,6 +168,7 @@ class Session:
         self.max_turns = max_turns
         self.compact = compact_threshold is not None
         self.on_generate = on_generate
+        self.on_append = on_append
         self.context = Context(
             system_prompt=system_prompt,
             budget_tokens=budget_tokens,
@@ -169,6 +180,27 @@ class Session:
         self.approval_timeout_s = approval_timeout_s
         # call id -> future answered by approve (None) or deny ((message for the model, reason))
         self._pending: dict[str, asyncio.Future[tuple[str, str] | None]] = {}
+
+    def _append(self, msg: Message) -> None:
+        self.context.append(msg)
+        if self.on_append is not None:
+            self.on_append(len(self.context.history) - 1, msg)
+
+    def restore(self, messages: Sequence[Message]) -> None:
+        """Rebuild the history from stored ``messages`` (as ``context.history`` had them, system
+        prompt first), without calling ``on_append``: they are stored already.
+
+        Raises
+        ------
+        ValueError
+            The history is not empty past its system prompt, or ``messages`` is not a history
+            :class:`~raygent.context.Context` accepts (a tool result answering no call); the
+            session is then left part-restored and must be discarded.
+        """
+        if len(self.context.history) > 1:
+            raise ValueError("restore needs a fresh session (only its system prompt)")
+        rest = list(messages[1:]) if messages and isinstance(messages[0], SystemMessage) else list(messages)
+        self.context.extend(rest)
 
     @property
     def state(self) -> AgentState:
@@ -192,9 +224,34 @@ class Session:
         """
         if self.state is AgentState.SHUTDOWN:
             raise AgentError("the session is shut down", kind="shutdown")
+        async for chunk in self._drive(self._run(prompt)):
+            yield chunk
+
+    async def resume(self, rerun: Callable[[ToolCall], bool]) -> AsyncIterator[Chunk]:
+        """Finish the run that a restored history (:meth:`restore`) was in the middle of.
+
+        Where the history stops says where the run was: after the prompt or after a round of
+        tool results, the model is asked for its next response; after an assistant message
+        whose tool calls have no result (the process died while they ran), each such call is
+        run again when ``rerun(call)`` is true (read-only tools), and otherwise answered with
+        an error result of kind ``"interrupted"`` telling the model it may have run partly
+        and was not repeated; then the run goes on as :meth:`run` does. A history that ends
+        with a final answer (or only the system prompt) had no run in flight: nothing is
+        yielded.
+
+        Raises
+        ------
+        AgentError
+            As :meth:`run`.
+        """
+        if self.state is AgentState.SHUTDOWN:
+            raise AgentError("the session is shut down", kind="shutdown")
+        async for chunk in self._drive(self._resume(rerun)):
+            yield chunk
+
+    async def _drive(self, run: AsyncGenerator[Chunk, None]) -> AsyncIterator[Chunk]:
         self._running = True
         self._cancel_requested = False
-        run = self._run(prompt)
         try:
             async for chunk in run:
                 yield chunk
@@ -204,11 +261,50 @@ class Session:
 
     async def _run(self, prompt: str) -> AsyncGenerator[Chunk, None]:
         yield self._to(AgentState.PROCESSING_PROMPT, "prompt")
-        self.context.append(UserMessage(prompt))
+        self._append(UserMessage(prompt))
         self.stats.prompts += 1
+        async with contextlib.aclosing(self._turns("prompt added")) as turns:
+            async for chunk in turns:
+                yield chunk
+
+    async def _resume(self, rerun: Callable[[ToolCall], bool]) -> AsyncGenerator[Chunk, None]:
+        history = self.context.history
+        last = history[-1]
+        if isinstance(last, SystemMessage) or (isinstance(last, AssistantMessage) and not last.tool_calls):
+            return
+        yield self._to(AgentState.PROCESSING_PROMPT, "resumed")
+        pending = self.context.pending_tool_calls
+        first_trigger = "prompt added" if isinstance(last, UserMessage) else "tool results ready"
+        if pending:
+            assistant = next(m for m in reversed(history) if isinstance(m, AssistantMessage))
+            calls = [c for c in assistant.tool_calls if c.id in pending]
+            yield self._to(AgentState.GENERATING_RESPONSE, "resumed after a response with tool calls")
+            yield self._to(AgentState.EXECUTING_TOOLS, f"{len(calls)} interrupted tool call(s)")
+            again = [c for c in calls if rerun(c)]
+            for call in calls:
+                if call not in again:
+                    r = _interrupted(
+                        call,
+                        "the agent's process stopped while this call ran, so it may have run partly "
+                        "or completely; it was not run again: check its effects before repeating it",
+                    )
+                    self._record(r)
+                    yield ToolResultChunk(r)
+            if again:
+                async with contextlib.aclosing(self._execute(again)) as execute:
+                    async for chunk in execute:
+                        yield chunk
+            if self._cancel_requested:
+                yield self._to(AgentState.IDLE, "cancelled")
+                return
+        async with contextlib.aclosing(self._turns(first_trigger)) as turns:
+            async for chunk in turns:
+                yield chunk
+
+    async def _turns(self, first_trigger: str) -> AsyncGenerator[Chunk, None]:
         for turn in range(self.max_turns):
             yield self._to(
-                AgentState.GENERATING_RESPONSE, "tool results ready" if turn else "prompt added"
+                AgentState.GENERATING_RESPONSE, "tool results ready" if turn else first_trigger
             )
             text: list[str] = []
             calls: list[ToolCall] = []
@@ -233,7 +329,7 @@ class Session:
             finally:
                 await response.aclose()
             self.stats.turns += 1
-            self.context.append(AssistantMessage(content="".join(text), tool_calls=calls))
+            self._append(AssistantMessage(content="".join(text), tool_calls=calls))
             if self._cancel_requested:
                 # Calls the model finished before the cancel are answered without running, so
                 # the history stays one a provider accepts.
@@ -357,7 +453,7 @@ class Session:
             # turn still gets a result, so the history stays one a provider accepts.
             for call in calls:
                 r = results.get(call.id) or _interrupted(call, "the run ended while tool calls waited for approval")
-                self.context.append(ToolMessage.from_result(r))
+                self._append(ToolMessage.from_result(r))
             raise
         finally:
             for call_id in futures:
@@ -411,7 +507,7 @@ class Session:
     def _record(self, result: ToolResult) -> None:
         self.stats.tool_calls += 1
         self.stats.tool_errors += result.is_error
-        self.context.append(ToolMessage.from_result(result))
+        self._append(ToolMessage.from_result(result))
 
     async def cancel(self) -> bool:
         """Stop the run in progress (see the module docs); the next prompt may follow at once.
