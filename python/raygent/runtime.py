@@ -311,6 +311,11 @@ class Agent:
         )
         self._prompts = 0
 
+    # Class-level defaults: a subclass that builds its actors itself (replay's _ReplayAgent)
+    # runs without a store, so without restarts, and counts its prompts from 0.
+    _restarts = 0
+    _prompts = 0
+
     def stream(
         self,
         prompt: str,
