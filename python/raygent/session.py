@@ -224,8 +224,10 @@ class Session:
         """
         if self.state is AgentState.SHUTDOWN:
             raise AgentError("the session is shut down", kind="shutdown")
-        async for chunk in self._drive(self._run(prompt)):
-            yield chunk
+        # aclosing: a reader that leaves closes the whole chain at once (see _execute).
+        async with contextlib.aclosing(self._drive(self._run(prompt))) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def resume(self, rerun: Callable[[ToolCall], bool]) -> AsyncIterator[Chunk]:
         """Finish the run that a restored history (:meth:`restore`) was in the middle of.
@@ -246,10 +248,11 @@ class Session:
         """
         if self.state is AgentState.SHUTDOWN:
             raise AgentError("the session is shut down", kind="shutdown")
-        async for chunk in self._drive(self._resume(rerun)):
-            yield chunk
+        async with contextlib.aclosing(self._drive(self._resume(rerun))) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
-    async def _drive(self, run: AsyncGenerator[Chunk, None]) -> AsyncIterator[Chunk]:
+    async def _drive(self, run: AsyncGenerator[Chunk, None]) -> AsyncGenerator[Chunk, None]:
         self._running = True
         self._cancel_requested = False
         try:
