@@ -163,7 +163,7 @@ _META_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
 class _SQLStore(abc.ABC):
     """The rules of the module docstring over a DB-API connection; dialects fill in the SQL."""
 
-    _ph = "?"  # parameter placeholder
+    _ph = "?"  # DB-API paramstyle marker: qmark for sqlite3 (psycopg uses %s)
     _for_update = ""  # row lock clause inside a transaction
     _errors: tuple[type[BaseException], ...] = ()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import os
 import re
 import shlex
@@ -638,12 +639,11 @@ class MCPConnection:
                 )
             )
         )
-        try:
-            # Shielded and bounded: the caller is being cancelled and must not wait on a stuck server.
+        # Shielded and bounded: the caller is being cancelled and must not wait on a stuck server.
+        # A notice that cannot be sent is dropped: the server may already be gone.
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             async with asyncio.timeout(_CANCEL_NOTICE_TIMEOUT_S):
                 await asyncio.shield(session.send_notification(notice))
-        except (Exception, asyncio.CancelledError):
-            pass  # best effort: the server may already be gone
 
     async def aclose(self) -> None:
         """Close the session and stop the server (stdio: its process is ended by the SDK)."""
