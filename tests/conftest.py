@@ -1,10 +1,14 @@
-"""Shared fixtures: the real-data folder beside the project, and one local Ray per session."""
+"""Shared fixtures: the real-data folder beside the project, one local Ray per session, and one
+real PostgreSQL server per session (``tests/_postgres.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from _postgres import PostgresServer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -27,3 +31,18 @@ def ray_cluster():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on 127.0.0.1 for the whole test session, stopped by PID at the end.
+
+    Take a fresh database per test with ``postgres.new_database()`` (a libpq conninfo string).
+    Skips when psycopg or the PostgreSQL binaries are missing.
+    """
+    pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'raygent[postgres]')")
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()

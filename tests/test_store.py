@@ -1,26 +1,16 @@
 """raygent.store: one contract suite run against SQLite and against a real PostgreSQL server.
 
-The PostgreSQL server is started here from the binaries on PATH or in /usr/local/bin (``initdb``,
-``pg_ctl``) in a temporary folder, listening on 127.0.0.1 on a free port, and stopped by the PID
-it wrote; as root (which PostgreSQL refuses) it runs as the ``postgres`` user.
+The PostgreSQL server is the session's ``postgres`` fixture (``tests/_postgres.py``: started
+locally on 127.0.0.1, stopped by PID); each test gets its own database on it.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,75 +18,7 @@ from raygent.errors import RaygentError, SequenceGap, StoreConflict, StoreError
 from raygent.messages import AssistantMessage, Message, SystemMessage, ToolCall, ToolMessage, UserMessage
 from raygent.store import PostgresStore, SessionStore, SQLiteStore, default_path
 
-
-def _find(name: str) -> str | None:
-    return shutil.which(name) or (f"/usr/local/bin/{name}" if os.access(f"/usr/local/bin/{name}", os.X_OK) else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Postgres:
-    """A throwaway PostgreSQL cluster: initdb, start on 127.0.0.1:<port>, stop by PID."""
-
-    def __init__(self) -> None:
-        initdb, pg_ctl = _find("initdb"), _find("pg_ctl")
-        if initdb is None or pg_ctl is None:
-            pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found on PATH or in /usr/local/bin")
-        self.root = Path(tempfile.mkdtemp(prefix="raygent-pg-"))
-        self.data = self.root / "data"
-        self.port = _free_port()
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            try:
-                user = pwd.getpwnam("postgres")
-            except KeyError:
-                pytest.skip("running as root and there is no 'postgres' user to run PostgreSQL as")
-            os.chown(self.root, user.pw_uid, user.pw_gid)
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-        self._run([initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
-        self._run([pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts, "-w", "-t", "60", "start"])
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        self.base = f"host=127.0.0.1 port={self.port} user=postgres"
-
-    def _run(self, cmd: list[str]) -> None:
-        proc = subprocess.run(self.as_user + cmd, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            log = self.root / "log"
-            tail = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}\n{tail}")
-
-    def new_database(self) -> str:
-        import psycopg
-
-        name = "t_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(self.base + " dbname=postgres", autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return f"{self.base} dbname={name}"
-
-    def stop(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGINT)  # "fast" shutdown of our postmaster only
-            for _ in range(300):  # bounded: 30 s
-                os.kill(self.pid, 0)
-                time.sleep(0.1)
-        except ProcessLookupError:
-            pass
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[_Postgres]:
-    pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'raygent[postgres]')")
-    server = _Postgres()
-    try:
-        yield server
-    finally:
-        server.stop()
+from _postgres import free_port
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -306,4 +228,4 @@ def test_sqlite_not_a_database_is_a_typed_error(tmp_path):
 def test_postgres_unreachable_is_a_typed_error():
     pytest.importorskip("psycopg")
     with pytest.raises(StoreError):
-        PostgresStore(f"host=127.0.0.1 port={_free_port()} user=nobody connect_timeout=2", timeout_s=2)
+        PostgresStore(f"host=127.0.0.1 port={free_port()} user=nobody connect_timeout=2", timeout_s=2)
