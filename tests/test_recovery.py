@@ -3,7 +3,8 @@
 The unit tests drive :class:`~raygent.session.Session` without Ray against a real SQLite
 store; the integration tests kill the process of an ``AgentActor`` or of a ``ToolActor`` by
 PID in the middle of a turn (a real local Ray cluster, real subprocesses) and check that the
-run completes with nothing lost, nothing doubled and no mutating tool run twice.
+run completes with nothing lost, nothing doubled and no mutating tool run twice, once with the
+workspace's SQLite store and once with a real PostgreSQL server (the ``postgres`` fixture).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from raygent.messages import (
 )
 from raygent.pipeline import ToolPipeline
 from raygent.session import Session
-from raygent.store import SQLiteStore, default_path
+from raygent.store import PostgresStore, SQLiteStore, default_path
 from raygent.tools import builtin_tools
 
 from test_tool_streaming import OneCallModel, write_trajectory
@@ -194,9 +195,22 @@ def _run_and_kill(agent, ray, workspace: Path, which: str):
     return seen
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request, tmp_path):
+    """``(kind, Agent's store argument, opens a new connection to that store)``."""
+    if request.param == "sqlite":
+        workspace = tmp_path / "ws"
+        yield "sqlite", "workspace", lambda: SQLiteStore(default_path(workspace))
+        return
+    conninfo = request.getfixturevalue("postgres").new_database()
+    with PostgresStore(conninfo) as store:
+        yield "postgres", store, lambda: PostgresStore(conninfo)
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("which", ["agent", "tools"])
-def test_a_killed_actor_mid_turn_loses_and_repeats_nothing(ray_cluster, tmp_path, which):
+def test_a_killed_actor_mid_turn_loses_and_repeats_nothing(ray_cluster, tmp_path, which, store_kind):
+    kind, store_arg, open_store = store_kind
     workspace = tmp_path / "ws"
     workspace.mkdir()
     model = write_trajectory(
@@ -206,7 +220,7 @@ def test_a_killed_actor_mid_turn_loses_and_repeats_nothing(ray_cluster, tmp_path
             ("and again", [{"command": "echo again >> marks.txt"}, {"content": "done again"}]),
         ],
     )
-    agent = raygent.Agent(workspace=workspace, model=model)
+    agent = raygent.Agent(workspace=workspace, model=model, store=store_arg)
     try:
         before = ray_cluster.get((agent._actor if which == "agent" else agent._tools).pid.remote())
         seen = _run_and_kill(agent, ray_cluster, workspace, which)
@@ -227,15 +241,17 @@ def test_a_killed_actor_mid_turn_loses_and_repeats_nothing(ray_cluster, tmp_path
         assert history[-1].content == "finished"  # type: ignore[union-attr]
         assert _lines(workspace / "marks.txt") == 1  # the mutating command ran once
 
-        with SQLiteStore(default_path(workspace)) as store:
+        with open_store() as store:
             assert store.load(agent.session_id) == history
             assert store.last_seq(agent.session_id) == len(history) - 1
 
         # The session and the restarted actors take the next prompt.
         assert agent.run("and again").text == "done again"
         assert (workspace / "marks.txt").read_text().splitlines() == ["ran", "again"]
-        with SQLiteStore(default_path(workspace)) as store:
+        with open_store() as store:
             assert store.load(agent.session_id) == agent.history()
+        # The session lives where it was asked to: no workspace file besides a PostgreSQL store.
+        assert default_path(workspace).exists() == (kind == "sqlite")
     finally:
         agent.close()
 
