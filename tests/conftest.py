@@ -26,7 +26,10 @@ def ray_cluster():
     """A real local Ray cluster shared by the whole test session, shut down at the end."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    # "local": always a cluster of our own. With no address Ray joins the cluster named in
+    # /tmp/ray/ray_current_cluster, which any `ray start` or ray.cluster_utils.Cluster on this
+    # machine (another test run's) writes, and then refuses num_cpus.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
     try:
         yield ray
     finally:

@@ -179,6 +179,17 @@ def _kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def _pid(ray, handle, tries: int = 600) -> int:
+    """The actor's process id, once it answers: a call that reaches an actor Ray is still
+    restarting fails with ActorUnavailableError instead of waiting for it."""
+    for _ in range(tries):  # bounded: about 60 s
+        try:
+            return int(ray.get(handle.pid.remote()))
+        except ray.exceptions.ActorUnavailableError:
+            time.sleep(0.1)
+    raise AssertionError(f"actor {handle} did not come back")
+
+
 def _run_and_kill(agent, ray, workspace: Path, which: str):
     """Start the run, kill the named actor's process once the mutating command has started,
     and read the rest of the stream; returns every chunk."""
@@ -190,7 +201,7 @@ def _run_and_kill(agent, ray, workspace: Path, which: str):
             break
     _wait_for_line(workspace / "marks.txt")
     handle = agent._actor if which == "agent" else agent._tools
-    _kill(ray.get(handle.pid.remote()))
+    _kill(_pid(ray, handle))
     seen.extend(stream)
     return seen
 
@@ -222,11 +233,11 @@ def test_a_killed_actor_mid_turn_loses_and_repeats_nothing(ray_cluster, tmp_path
     )
     agent = raygent.Agent(workspace=workspace, model=model, store=store_arg)
     try:
-        before = ray_cluster.get((agent._actor if which == "agent" else agent._tools).pid.remote())
+        before = _pid(ray_cluster, agent._actor if which == "agent" else agent._tools)
         seen = _run_and_kill(agent, ray_cluster, workspace, which)
         last = seen[-1]
         assert isinstance(last, StateChange) and last.target == "Idle"
-        after = ray_cluster.get((agent._actor if which == "agent" else agent._tools).pid.remote())
+        after = _pid(ray_cluster, agent._actor if which == "agent" else agent._tools)
         assert after != before  # Ray restarted the process that was killed
 
         history = agent.history()
