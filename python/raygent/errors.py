@@ -33,6 +33,7 @@ __all__ = [
     "SequenceGap",
     "StoreConflict",
     "WorkflowError",
+    "ConfigError",
 ]
 
 
@@ -388,3 +389,17 @@ class WorkflowError(RaygentError):
         import ray  # errors.py must import without Ray; only this accessor needs it
 
         return dict(zip(self.refs, ray.get(list(self.refs.values())), strict=True))
+
+
+class ConfigError(RaygentError, ValueError):
+    """A runtime setting given to :func:`raygent.init` is not usable.
+
+    Attributes
+    ----------
+    setting : str
+        The argument at fault (``"agent_actor_options"`` ...).
+    """
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting

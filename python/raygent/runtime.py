@@ -21,7 +21,7 @@ import msgspec
 import ray
 
 from raygent.actors import AgentActor, AgentSpec, PredictorActor, StoreSpec, ToolActor, decode_history
-from raygent.errors import AgentError, RaygentError
+from raygent.errors import AgentError, ConfigError, RaygentError
 from raygent.messages import (
     ApprovalRequest,
     AssistantMessage,
@@ -54,18 +54,90 @@ _RAY_DEFAULTS: dict[str, Any] = {
 }
 
 
-def init(address: str | None = None, **ray_init_kwargs: Any) -> None:
-    """Connect to Ray, starting a local cluster when there is none to join.
+# Options raygent itself sets on the actors it creates; a user's option dict may not name
+# them, since sharing a workspace's ToolActor (and the agents' shards) rests on them.
+_RESERVED_OPTIONS = frozenset({"name", "get_if_exists", "namespace"})
+
+
+class _Settings:
+    """What :func:`init` was told about placing raygent's actors, until :func:`shutdown`."""
+
+    def __init__(self) -> None:
+        self.agent_shards: int | None = None
+        self.agent_actor_options: dict[str, Any] = {}
+        self.tool_actor_options: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+_SETTINGS = _Settings()
+
+
+def _checked_options(setting: str, options: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(options, dict):
+        raise ConfigError(f"{setting} must be a dict of Ray actor options, got {type(options).__name__}", setting=setting)
+    reserved = sorted(_RESERVED_OPTIONS & options.keys())
+    if reserved:
+        raise ConfigError(
+            f"{setting} may not set {', '.join(reserved)}: raygent names its shared actors itself",
+            setting=setting,
+        )
+    return dict(options)
+
+
+def init(
+    address: str | None = None,
+    *,
+    agent_shards: int | None = None,
+    agent_actor_options: dict[str, Any] | None = None,
+    tool_actor_options: dict[str, Any] | None = None,
+    **ray_init_kwargs: Any,
+) -> None:
+    """Connect to Ray, starting a local cluster when there is none to join, and record where
+    raygent places its actors.
 
     Parameters
     ----------
     address : str, optional
         As for ``ray.init``: ``None`` (``RAY_ADDRESS`` if set, else a new local cluster),
         ``"auto"``, or ``"ray://host:port"``.
+    agent_shards : int, optional
+        How many agent actors (``raygent-agents-{i}``) host this job's sessions, each session
+        on the one its id hashes to. Default: the cluster's CPU count (at least 1) when the
+        first agent starts.
+    agent_actor_options : dict, optional
+        Ray actor options (``ray.actor.ActorClass.options``: ``scheduling_strategy``,
+        ``resources``, ``num_cpus``, ``runtime_env`` ...) applied when raygent creates the
+        agent actors; they override raygent's own defaults (``num_cpus=0``, ``max_restarts``).
+    tool_actor_options : dict, optional
+        The same, for the workspaces' ``ToolActor`` actors.
     **ray_init_kwargs
         Passed to ``ray.init`` (``num_cpus``, ``namespace`` ...); raygent's defaults turn the
         dashboard off. Ignored when Ray is already initialized in this process.
+
+    The three raygent settings are recorded even when Ray is already initialized (a test or
+    an application calls ``ray.init`` itself, then ``raygent.init(agent_actor_options=...)``),
+    apply to the actors created afterwards, and last until :func:`shutdown`; one left as
+    ``None`` keeps its recorded value. Actors already running keep their placement.
+
+    Raises
+    ------
+    ConfigError
+        ``agent_shards`` is not a positive int, or an option dict is not a dict or sets
+        ``name``, ``get_if_exists`` or ``namespace`` (raygent names its shared actors).
     """
+    if agent_shards is not None:
+        if isinstance(agent_shards, bool) or not isinstance(agent_shards, int) or agent_shards < 1:
+            raise ConfigError(f"agent_shards must be an int >= 1, got {agent_shards!r}", setting="agent_shards")
+    agent_options = None if agent_actor_options is None else _checked_options("agent_actor_options", agent_actor_options)
+    tool_options = None if tool_actor_options is None else _checked_options("tool_actor_options", tool_actor_options)
+    if agent_shards is not None:
+        _SETTINGS.agent_shards = agent_shards
+    if agent_options is not None:
+        _SETTINGS.agent_actor_options = agent_options
+    if tool_options is not None:
+        _SETTINGS.tool_actor_options = tool_options
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -73,7 +145,8 @@ def init(address: str | None = None, **ray_init_kwargs: Any) -> None:
 
 
 def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
-    """Disconnect from Ray (a local cluster started by :func:`init` stops).
+    """Disconnect from Ray (a local cluster started by :func:`init` stops) and forget the
+    settings given to :func:`init` (shards, actor options).
 
     The workspaces' tool actors this process started first close their MCP connections (stdio
     servers are asked to exit), waiting at most ``mcp_close_timeout_s`` seconds in all.
@@ -84,6 +157,7 @@ def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
         if closing:
             ray.wait(closing, num_returns=len(closing), timeout=mcp_close_timeout_s)
     _SHARED_ACTORS.clear()
+    _SETTINGS.reset()
     ray.shutdown()
 
 
@@ -273,7 +347,8 @@ class Agent:
         # are never retried by Ray, since a mutating tool must not run twice: the agent actor
         # re-runs only read-only calls it lost (AgentActor._run_tools).
         self._tools = _remote(ToolActor).options(
-            name=f"raygent-tools-{key}", get_if_exists=True, max_restarts=-1
+            **{"max_restarts": -1, **_SETTINGS.tool_actor_options},
+            name=f"raygent-tools-{key}", get_if_exists=True,
         ).remote(str(root), default_timeout_s=tool_timeout_s)
         self._predictor = _remote(PredictorActor).options(
             name="raygent-predictor", get_if_exists=True
@@ -306,7 +381,9 @@ class Agent:
         )
         # Without a store a restarted actor would have forgotten the session: let it die.
         self._restarts = AGENT_MAX_RESTARTS if spec.store is not None else 0
-        self._actor = _remote(AgentActor).options(max_restarts=self._restarts).remote(
+        self._actor = _remote(AgentActor).options(
+            **{"max_restarts": self._restarts, **_SETTINGS.agent_actor_options}
+        ).remote(
             encode(spec), self._tools, self._predictor, schemas
         )
         self._prompts = 0
