@@ -231,6 +231,7 @@ def test_load_sessions_replaying_recorded_runs(benchmark, ray_here, recordings, 
         "round_trips_per_s": len(trips) / wall_s,
         "turns_per_s": turns / wall_s,
         "round_trip_p50_ms": percentile(trips, 50),
+        "round_trip_p90_ms": percentile(trips, 90),
         "round_trip_p99_ms": percentile(trips, 99),
         "round_trip_max_ms": max(trips),
         "peak_rss_mib": peak.peak_bytes / MIB,
@@ -241,6 +242,9 @@ def test_load_sessions_replaying_recorded_runs(benchmark, ray_here, recordings, 
         "replayed_session_kib": (_hosting(replayed, roles) - _hosting(before, roles)) / n / 1024,
     }
     benchmark.extra_info.update(f)
+    # For raygent bench's overhead-under-load plot (its rounds are whole runs, not calls).
+    benchmark.extra_info["load"] = concurrency
+    benchmark.extra_info["latency_ms"] = {q: f[f"round_trip_{q}_ms"] for q in ("p50", "p90", "p99")}
     if impl != "raygent":
         benchmark.extra_info["how"] = "one Ray object per chunk (buffer_size=1)"
     figures[impl] = f

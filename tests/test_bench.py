@@ -223,6 +223,18 @@ def _case(id_, median, rel_iqr=0.02, impl="raygent", group="g"):
     return Case(id=id_, suite="s", source="pytest", group=group, impl=impl, version="1", stats=st)
 
 
+def test_latency_percentiles_from_the_case_or_from_its_rounds():
+    timed_rounds = _case("p::rounds", 2e-3)
+    assert timed_rounds.latency_s == {
+        "p50": timed_rounds.stats.median, "p90": timed_rounds.stats.p90, "p99": timed_rounds.stats.p99
+    }
+    load = _case("p::load", 30.0)  # one round: the whole run
+    load.extra.update(load=32, latency_ms={"p50": 1.5, "p90": 3.0, "p99": 8.0})
+    assert load.latency_s == pytest.approx({"p50": 0.0015, "p90": 0.003, "p99": 0.008})
+    load.extra["latency_ms"] = {"p50": 1.5}  # incomplete: the rounds again
+    assert load.latency_s["p99"] == load.stats.p99
+
+
 def test_compare_flags_regressions_past_threshold_and_noise():
     base = [_case("a", 1.0), _case("b", 1.0), _case("c", 1.0, rel_iqr=0.5), _case("d", 1.0), _case("gone", 1.0)]
     new = [_case("a", 1.05), _case("b", 1.3), _case("c", 1.3, rel_iqr=0.5), _case("d", 0.5), _case("fresh", 1.0)]
