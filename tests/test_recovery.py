@@ -9,6 +9,7 @@ workspace's SQLite store and once with a real PostgreSQL server (the ``postgres`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -28,12 +29,15 @@ from raygent.messages import (
     ToolMessage,
     ToolResultChunk,
     UserMessage,
+    decode,
+    encode,
 )
 from raygent.pipeline import ToolPipeline
 from raygent.session import Session
 from raygent.store import PostgresStore, SQLiteStore, default_path
 from raygent.tools import builtin_tools
 
+from test_mcp import stdio_server
 from test_tool_streaming import OneCallModel, write_trajectory
 
 
@@ -280,3 +284,58 @@ def test_without_a_store_a_killed_agent_actor_fails_the_run(ray_cluster, tmp_pat
         assert not default_path(workspace).exists()
     finally:
         ray_cluster.kill(agent._actor)
+
+
+@pytest.mark.ray
+def test_a_restarted_tool_actor_still_runs_user_and_mcp_tools(ray_cluster, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+
+    @raygent.tool(read_only=True)
+    def word_count(text: str) -> int:
+        """Count the words of a text.
+
+        Parameters
+        ----------
+        text : str
+            The text.
+        """
+        return len(text.split())
+
+    calls = [("call_1", "word_count", {"text": "one two three"}), ("call_2", "kv_lookup", {"key": "alpha"}),
+             ("call_3", "kv_stats", {})]  # fmt: skip
+    recording = [
+        {"role": "user", "content": "count and look up"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            for i, name, args in calls
+        ]},  # fmt: skip
+        *({"role": "tool", "tool_call_id": i, "content": "(recorded)"} for i, _, _ in calls),
+        {"role": "assistant", "content": "counted"},
+    ]
+    (tmp_path / "run.json").write_text(json.dumps(recording))
+    agent = raygent.Agent(workspace=workspace, model=f"trajectory:{tmp_path / 'run.json'}", tools=[word_count],
+                          mcp_servers=[stdio_server(prefix="kv_")], store=None)  # fmt: skip
+    try:
+        stats = ray_cluster.get(agent._tools.run_turn.options(num_returns="streaming").remote(
+            encode([ToolCall("s", "kv_stats", {})])).__next__())  # fmt: skip
+        old_server = json.loads(decode(stats, ToolResultChunk).result.content)["pid"]
+        before = _pid(ray_cluster, agent._tools)
+        _kill(before)
+        assert _pid(ray_cluster, agent._tools) != before  # Ray restarted it
+
+        result = agent.run("count and look up")
+        by_name = {r.name: r for r in result.tool_results}
+        assert not any(r.is_error for r in result.tool_results), result.tool_results
+        assert by_name["word_count"].content == "3" and by_name["kv_lookup"].content == "alpha=1"
+        assert json.loads(by_name["kv_stats"].content)["pid"] != old_server  # reconnected: a new server
+        assert result.text == "counted"
+        # The old server saw its stdin close with the killed actor and exited.
+        for _ in range(300):  # bounded: 30 s
+            if not Path(f"/proc/{old_server}").exists():
+                break
+            time.sleep(0.1)
+        assert not Path(f"/proc/{old_server}").exists()
+    finally:
+        agent.close()
+        ray_cluster.get(agent._tools.close.remote())

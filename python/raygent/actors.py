@@ -27,6 +27,7 @@ from typing import Any, Literal
 import msgspec
 import ray
 
+from raygent._tool_record import ToolRecord
 from raygent.messages import (
     ApprovalRequest,
     Chunk,
@@ -153,10 +154,20 @@ class ToolActor:
         Tool calls running at once (all sessions using this actor).
     default_timeout_s : float
         Timeout of a call whose tool sets none (seconds).
+    record : ToolRecord, optional
+        Where the tools and MCP servers added later are recorded so that this actor, restarted
+        by Ray after its process died, has them again (user tools at once, MCP servers
+        reconnected before the next call runs). Default: the GCS record of this Ray actor
+        (:meth:`ToolRecord.of_this_actor`); see :mod:`raygent._tool_record` for the design.
     """
 
     def __init__(
-        self, workspace: str, *, max_concurrency: int = 8, default_timeout_s: float = 120.0
+        self,
+        workspace: str,
+        *,
+        max_concurrency: int = 8,
+        default_timeout_s: float = 120.0,
+        record: ToolRecord | None = None,
     ) -> None:
         self.workspace = workspace
         self.tools = builtin_tools(workspace)
@@ -168,6 +179,37 @@ class ToolActor:
             workspace=workspace,
         )
         self.mcp = MCPRegistry(default_cwd=workspace)
+        # After Ray restarted this actor, __init__ runs again: what earlier calls registered
+        # comes back from the record (see raygent._tool_record for why it lives in the GCS).
+        self.record = record if record is not None else ToolRecord.of_this_actor()
+        for t in self.record.tools():
+            self._register(t)
+        # MCP connections need the event loop: reopened by the first call that runs tools.
+        self._reconnect = self.record.mcp_servers()
+        self._reconnect_lock = asyncio.Lock()
+
+    def _register(self, t: Any) -> None:
+        self.tools[t.name] = t
+        self.pipeline.tools[t.name] = t
+
+    async def _reconnect_mcp(self) -> None:
+        if not self._reconnect:
+            return
+        # Calls that arrive while the servers reconnect (a turn and the predictor's hints)
+        # wait for them; _reconnect empties only once they are all tried, once each.
+        async with self._reconnect_lock:
+            # One server at a time: one that is gone must not keep the others' tools away.
+            for server in self._reconnect:
+                try:
+                    for t in await self.mcp.add([server], self.tools, self.builtin_names):
+                        self._register(t)
+                except Exception as exc:  # MCPConnectError, MCPConfigError: logged, not fatal
+                    _log.error(
+                        "MCP server %r registered before the tool actor restarted could not be "
+                        "reconnected; its tools are unavailable until it is added again: %s",
+                        server.label, exc,
+                    )
+            self._reconnect = []
 
     def schemas(self) -> list[dict[str, Any]]:
         """Schemas of the built-in tools (user tools are offered by the session that added them)."""
@@ -193,9 +235,10 @@ class ToolActor:
                 raise ValueError(
                     f"tool {t.name!r} is already registered on this workspace with another schema"
                 )
+        # Recorded first: a tool that cannot be kept across a restart is refused, not lost later.
+        self.record.add_tools(tools)
         for t in tools:
-            self.tools[t.name] = t
-            self.pipeline.tools[t.name] = t
+            self._register(t)
         return [t.schema for t in tools]
 
     async def add_mcp_servers(self, servers: bytes) -> list[dict[str, Any]]:
@@ -214,20 +257,32 @@ class ToolActor:
             A tool name is taken by a built-in or another tool, or given by two servers.
             Nothing is registered when either is raised.
         """
-        tools = await self.mcp.add(decode(servers, list[MCPServer]), self.tools, self.builtin_names)
+        await self._reconnect_mcp()
+        wanted = decode(servers, list[MCPServer])
+        tools = await self.mcp.add(wanted, self.tools, self.builtin_names)
+        self.record.add_mcp_servers(wanted)
         for t in tools:
-            self.tools[t.name] = t  # type: ignore[assignment]
-            self.pipeline.tools[t.name] = t
+            self._register(t)
         return [t.schema for t in tools]
 
     async def close_mcp(self) -> None:
-        """Close every MCP connection (stdio servers exit) and drop their tools from the registry."""
-        for conn in self.mcp.connections:
-            for t in conn.tools:
-                if self.tools.get(t.name) is t:
-                    del self.tools[t.name]
-                    del self.pipeline.tools[t.name]
-        await self.mcp.aclose()
+        """Close every MCP connection (stdio servers exit) and drop their tools from the
+        registry; a restart of this actor does not reconnect them."""
+        self.record.drop_mcp_servers()
+        async with self._reconnect_lock:  # after a reconnection in progress, not during it
+            self._reconnect = []
+            for conn in self.mcp.connections:
+                for t in conn.tools:
+                    if self.tools.get(t.name) is t:
+                        del self.tools[t.name]
+                        del self.pipeline.tools[t.name]
+            await self.mcp.aclose()
+
+    async def close(self) -> None:
+        """The actor's end (:func:`raygent.shutdown`): :meth:`close_mcp`, and forget the record
+        of registrations kept for a restart."""
+        await self.close_mcp()
+        self.record.forget()
 
     def read_only_tools(self) -> list[str]:
         """Names of the registered tools that only read (safe to run again after a crash)."""
@@ -246,6 +301,7 @@ class ToolActor:
         """Take the predictor's encoded :class:`~raygent.predictor.Hints` for a session: set
         the adaptive timeouts and run the speculative calls (read-only tools only, ``low``
         priority; results go to the cache). Returns the number of calls executed."""
+        await self._reconnect_mcp()
         h = decode(hints, Hints)
         if h.timeouts_s:
             self.pipeline.set_adaptive_timeouts(h.timeouts_s)
@@ -268,6 +324,7 @@ class ToolActor:
         ``turn_id`` (unique) names the turn for :meth:`cancel`; ``env`` (name -> value) holds
         the variables this session passes to ``run_command``.
         """
+        await self._reconnect_mcp()
         with pass_env(env or {}):
             async for item in self.pipeline.stream_turn(decode(calls, list[ToolCall]), turn_id=turn_id):
                 yield encode(item if isinstance(item, ToolOutputDelta) else ToolResultChunk(item))

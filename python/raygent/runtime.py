@@ -149,11 +149,12 @@ def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
     settings given to :func:`init` (shards, actor options).
 
     The workspaces' tool actors this process started first close their MCP connections (stdio
-    servers are asked to exit), waiting at most ``mcp_close_timeout_s`` seconds in all.
+    servers are asked to exit) and drop the record they kept for a restart, waiting at most
+    ``mcp_close_timeout_s`` seconds in all.
     """
     if ray.is_initialized():
         tool_actors = [h for (_, name), h in _SHARED_ACTORS.items() if name.startswith("raygent-tools-")]
-        closing = [h.close_mcp.remote() for h in tool_actors]
+        closing = [h.close.remote() for h in tool_actors]
         if closing:
             ray.wait(closing, num_returns=len(closing), timeout=mcp_close_timeout_s)
     _SHARED_ACTORS.clear()
