@@ -236,3 +236,31 @@ def test_agent_compacts_a_long_session_and_keeps_the_full_history(ray_cluster, w
     finally:
         for agent in agents.values():
             agent.close()
+
+
+def test_init_without_an_address_starts_its_own_cluster_beside_a_recorded_one(tmp_path):
+    # Ray with no address joins the cluster named in <ray temp dir>/ray_current_cluster (any
+    # `ray start` on the machine writes it); raygent.init() must start a local one instead.
+    import os
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="rg-", dir="/tmp")  # short: Ray's socket paths have a limit
+    try:
+        os.makedirs(f"{root}/ray")
+        with open(f"{root}/ray/ray_current_cluster", "w") as f:
+            f.write("127.0.0.1:9\n")  # nothing listens there
+        code = (
+            "import ray, raygent\n"
+            "raygent.init(num_cpus=1)\n"
+            "print(ray.get(ray.put(7)), ray.get_runtime_context().gcs_address)\n"
+            "raygent.shutdown()\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": root}
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        value, address = proc.stdout.split()
+        assert value == "7" and not address.endswith(":9")
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

@@ -140,7 +140,9 @@ def init(
         _SETTINGS.tool_actor_options = tool_options
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    # "local", not None: with no address Ray itself would join the cluster named in
+    # /tmp/ray/ray_current_cluster (written by any `ray start` on the machine), not start one.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, **{**_RAY_DEFAULTS, **ray_init_kwargs})
 
 
