@@ -18,6 +18,10 @@ round is one driver call that makes the sender do ``items`` round trips in serie
   receiver, which checks its length and a sample of its bytes and answers with them. ``raygent``
   sends :func:`raygent.transport.pack` 's envelope (the payload out of band, written once to the
   sender's object store); the peer ``ray`` is Ray pickling the plain msgspec Struct.
+- ``cluster: 2 KB messages streamed``: 20,000 messages sent one way in order (the actors of
+  ``test_bench_transport.py``): ``raygent`` coalesces them with :class:`raygent.transport.Batcher`,
+  the peer ``ray`` makes one actor call per message (2,000 messages, pipelined); ``items`` =
+  messages, so µs/item is the cost of one message.
 
 Each cross-node case also records ``extra_info["cross_over_same"]``: its median over the median
 of the same impl's same-node case of this run (they run first), printed with ``-s``.
@@ -35,7 +39,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from _transport_actors import Small, ToolOutput
+from _transport_actors import N_SMALL, Receiver as StreamReceiver, Sender as StreamSender, Small, ToolOutput
 from conftest import case
 from raygent.transport import pack
 
@@ -135,7 +139,7 @@ def two_nodes() -> Iterator[tuple[Any, str, str]]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _pinned(ray: Any, cls: type, node_id: str) -> Any:
+def _pinned(ray: Any, cls: type, node_id: str, *args: Any) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     # Workers import the message classes from benches/ like installed code (see _transport_actors).
@@ -143,7 +147,7 @@ def _pinned(ray: Any, cls: type, node_id: str) -> Any:
     return ray.remote(num_cpus=0)(cls).options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         runtime_env={"env_vars": {"PYTHONPATH": path}},
-    ).remote()
+    ).remote(*args)
 
 
 CASES = [
@@ -175,15 +179,48 @@ def test_round_trip(benchmark, two_nodes, what, impl, placement):
             lambda: ray.get(sender.round_trips.remote(receiver, what, impl, n)),
             rounds=10, iterations=1, warmup_rounds=1,
         )
-        if benchmark.stats is None:  # --benchmark-disable: nothing timed
-            return
-        median = benchmark.stats.stats.median
-        if placement == "same node":
-            _SAME_NODE_MEDIANS[(group, impl)] = median
-        elif (group, impl) in _SAME_NODE_MEDIANS:
-            ratio = median / _SAME_NODE_MEDIANS[(group, impl)]
-            benchmark.extra_info["cross_over_same"] = ratio
-            print(f"\n{group} ({impl}): cross node / same node = {ratio:.2f}x ({median / n * 1e6:.0f} µs per round trip)")
+        _record_ratio(benchmark, group, impl, placement, n)
+    finally:
+        ray.kill(sender)
+        ray.kill(receiver)
+
+
+def _record_ratio(benchmark: Any, group: str, impl: str, placement: str, n: int) -> None:
+    if benchmark.stats is None:  # --benchmark-disable: nothing timed
+        return
+    median = benchmark.stats.stats.median
+    if placement == "same node":
+        _SAME_NODE_MEDIANS[(group, impl)] = median
+    elif (group, impl) in _SAME_NODE_MEDIANS:
+        ratio = median / _SAME_NODE_MEDIANS[(group, impl)]
+        benchmark.extra_info["cross_over_same"] = ratio
+        print(f"\n{group} ({impl}): cross node / same node = {ratio:.2f}x ({median / n * 1e6:.0f} µs per item)")
+
+
+STREAM_CASES = [("raygent", "same node"), ("raygent", "cross node"), ("ray", "same node"), ("ray", "cross node")]
+
+
+@pytest.mark.parametrize(("impl", "placement"), STREAM_CASES, ids=["-".join(c).replace(" ", "-") for c in STREAM_CASES])
+def test_streamed_messages(benchmark, two_nodes, impl, placement):
+    ray, head, worker = two_nodes
+    group = "cluster: 2 KB messages streamed"
+    # One call per message is about 50 times slower: fewer messages keep its round bounded.
+    n = N_SMALL if impl == "raygent" else 2_000
+    sender = _pinned(ray, StreamSender, head)
+    receiver = _pinned(ray, StreamReceiver, head if placement == "same node" else worker)
+    case(benchmark, group=group, impl=impl, items=n, nbytes=n * 2000)
+    benchmark.extra_info["how"] = placement
+    try:
+        ray.get(sender.run.remote(receiver, impl, n))
+        assert ray.get(receiver.summary.remote()) == (n, n - 1, True)
+
+        def one_round() -> None:
+            ray.get(receiver.reset.remote())
+            ray.get(sender.run.remote(receiver, impl, n))
+
+        benchmark.pedantic(one_round, rounds=5, iterations=1, warmup_rounds=1)
+        assert ray.get(receiver.summary.remote()) == (n, n - 1, True)
+        _record_ratio(benchmark, group, impl, placement, n)
     finally:
         ray.kill(sender)
         ray.kill(receiver)
