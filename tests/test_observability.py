@@ -115,8 +115,9 @@ def test_empty_collector_and_window_bound():
     m = c.snapshot()
     assert m.tool_calls == 100  # counts are totals
     assert m.tool_latency_p50_ms == pytest.approx(94.5)  # percentiles over the last 10 only
-    c.set_queue_depth(7)
-    c.set_queue_depth(2)
+    c.record_tool("grep", 1.0, queued_ms=4.0, queue_depth=7)
+    c.record_tool("grep", 1.0, queued_ms=2.0, queue_depth=2)
+    c.record_tool("grep", 1.0, cached=True, queued_ms=9.0, queue_depth=9)  # cached: not counted
     assert (c.snapshot().queue_depth, c.snapshot().max_queue_depth) == (2, 7)
     with pytest.raises(ValueError):
         MetricsCollector(window=0)
@@ -253,6 +254,7 @@ def test_ray_sink_needs_ray():
 @pytest.mark.ray
 def test_ray_metrics_recorded_in_a_worker_and_exported(ray_cluster):
     ray = ray_cluster
+    from raygent.observability import QueueDepthGauge
     from raygent.observability import RayMetricsSink as Sink
 
     @ray.remote(num_cpus=0)
@@ -263,17 +265,20 @@ def test_ray_metrics_recorded_in_a_worker_and_exported(ray_cluster):
             c.record_tool("grep", ms)
         c.record_tool("read_file", 1.0, cached=True)
         c.record_transition("Idle", "ProcessingPrompt")
-        c.set_queue_depth(5)
-        infos = [m.info for m in (sink.tool_latency, sink.tool_calls, sink.queue, sink.transitions)]
+        c.record_tool("run_command", 2.0, queued_ms=30.0, queue_depth=5)
+        queue = QueueDepthGauge(tags={"actor": "test-observability"})
+        queue.set({"critical": 0, "high": 0, "normal": 5, "low": 1})
+        infos = [m.info for m in (sink.tool_latency, sink.tool_calls, sink.queue_wait, sink.transitions, queue.gauge)]
         return msgspec.to_builtins(c.snapshot()), [(i["name"], tuple(i["tag_keys"]), i["default_tags"]) for i in infos]
 
     snap, infos = ray.get(record.remote())
-    assert snap["tool_calls"] == 4 and snap["cache_hit_ratio"] == 0.25 and snap["queue_depth"] == 5
+    assert snap["tool_calls"] == 5 and snap["cache_hit_ratio"] == 0.2 and snap["max_queue_depth"] == 5
     assert infos == [
         ("raygent_tool_latency_ms", ("actor", "tool", "status", "cached"), {"actor": "test-observability"}),
         ("raygent_tool_calls", ("actor", "tool", "status", "cached"), {"actor": "test-observability"}),
-        ("raygent_queue_depth", ("actor",), {"actor": "test-observability"}),
+        ("raygent_tool_queue_wait_ms", ("actor", "tool"), {"actor": "test-observability"}),
         ("raygent_state_transitions", ("actor", "source", "target"), {"actor": "test-observability"}),
+        ("raygent_queue_depth", ("actor", "priority"), {"actor": "test-observability"}),
     ]
 
     port = getattr(ray._private.worker.global_worker.node, "metrics_export_port", None)
@@ -287,13 +292,14 @@ def test_ray_metrics_recorded_in_a_worker_and_exported(ray_cluster):
             text = urllib.request.urlopen(url, timeout=5).read().decode()
         except OSError:
             text = ""
-        if "raygent_tool_latency_ms" in text and "raygent_state_transitions" in text:
+        if all(f"raygent_{m}" in text for m in ("tool_latency_ms", "state_transitions", "queue_depth", "tool_queue_wait_ms")):
             break
         time.sleep(1.0)
     lines = [ln for ln in text.splitlines() if ln.startswith("ray_raygent_") and 'actor="test-observability"' in ln]
     assert any(ln.startswith("ray_raygent_tool_latency_ms_count") and 'tool="grep"' in ln and ln.endswith(" 3.0") for ln in lines), lines
     assert any(ln.startswith("ray_raygent_state_transitions") and 'target="ProcessingPrompt"' in ln for ln in lines), lines
-    assert any(ln.startswith("ray_raygent_queue_depth") and ln.endswith(" 5.0") for ln in lines), lines
+    assert any(ln.startswith("ray_raygent_queue_depth") and 'priority="normal"' in ln and ln.endswith(" 5.0") for ln in lines), lines
+    assert any(ln.startswith("ray_raygent_tool_queue_wait_ms_count") and 'tool="run_command"' in ln for ln in lines), lines
 
 
 @pytest.mark.ray

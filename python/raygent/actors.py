@@ -44,8 +44,8 @@ from raygent.messages import (
     decode,
     encode,
 )
-from raygent.observability import MetricsCollector, default_sinks
-from raygent.pipeline import ToolPipeline
+from raygent.observability import MetricsCollector, QueueDepthGauge, default_sinks
+from raygent.pipeline import PRIORITIES, ToolPipeline
 from raygent.policy import Policy
 from raygent.predictor import Hints, Predictor, ToolEvent
 from raygent.providers._spec import ProviderSpec, make_provider
@@ -172,12 +172,17 @@ class ToolActor:
         self.workspace = workspace
         self.tools = builtin_tools(workspace)
         self.builtin_names = tuple(self.tools)
+        # The queue's depth is this actor's figure, not a session's: set here, by priority.
+        self.queue_gauge = QueueDepthGauge(tags={"workspace": workspace}) if ray.is_initialized() else None
         self.pipeline = ToolPipeline(
             self.tools,
             max_concurrency=max_concurrency,
             default_timeout_s=default_timeout_s,
             workspace=workspace,
+            on_queue_change=None if self.queue_gauge is None else self.queue_gauge.set,
         )
+        if self.queue_gauge is not None:
+            self.queue_gauge.set(dict.fromkeys(PRIORITIES, 0))  # every series starts at 0
         self.mcp = MCPRegistry(default_cwd=workspace)
         # After Ray restarted this actor, __init__ runs again: what earlier calls registered
         # comes back from the record (see raygent._tool_record for why it lives in the GCS).

@@ -80,6 +80,12 @@ class ToolResult(msgspec.Struct, frozen=True):
     spooled_path : str or None
         For an output too large for the context: the workspace-relative file holding it whole
         (``content`` then has its head and tail around a marker).
+    queued_ms : float
+        Milliseconds the call waited in the tool pipeline's queue for a slot, over all its
+        attempts (0 when a slot was free, and for a result it did not run for).
+    queue_depth : int
+        Calls waiting in that queue, this one included, when it was queued (the largest over
+        its attempts; 0 when it did not wait).
     """
 
     call_id: str
@@ -91,6 +97,8 @@ class ToolResult(msgspec.Struct, frozen=True):
     attempts: int = 1
     cached: bool = False
     spooled_path: str | None = None
+    queued_ms: float = 0.0
+    queue_depth: int = 0
 
 
 # --- conversation messages ----------------------------------------------------------------------

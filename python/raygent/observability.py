@@ -2,13 +2,15 @@
 
 :class:`MetricsCollector` turns what a session does into figures: it reads the chunks a
 :class:`~raygent.session.Session` yields (:meth:`MetricsCollector.observe`: state changes, first
-tokens, usage, tool results) or takes explicit records (queue depth from the tool pipeline), and
-:meth:`MetricsCollector.snapshot` returns them as a :class:`SessionMetrics` msgspec Struct
+tokens, usage, tool results with what they met in the tool pipeline's queue) or takes explicit
+records, and :meth:`MetricsCollector.snapshot` returns them as a :class:`SessionMetrics` msgspec Struct
 (percentiles over the last ``window`` samples). It knows nothing of Ray or OpenTelemetry; it
 forwards every event to its sinks:
 
 - :class:`RayMetricsSink` records ``ray.util.metrics`` Histograms, Counters and Gauges (exported by
   Ray's metrics agent in Prometheus format) when it runs inside a Ray worker or driver;
+- :class:`QueueDepthGauge` is the one figure that belongs to no session: the calls waiting in a
+  ``ToolActor``'s pipeline now, by priority, set by the pipeline as its queue changes;
 - :class:`GenAISpanSink` emits OpenTelemetry spans following the GenAI semantic conventions
   (``invoke_agent``, ``chat``, ``execute_tool`` with ``gen_ai.*`` attributes) when
   ``opentelemetry`` is importable; raygent does not depend on it.
@@ -18,7 +20,9 @@ Definitions (milliseconds, monotonic clock): a *turn* is one model response, fro
 first text, reasoning or tool-call chunk of that response; a *prompt* runs from
 ``ProcessingPrompt`` to the next ``Idle`` or ``Error``; *tool latency* is the tool's own
 ``ToolResult.duration_ms``. The cache hit ratio counts tool results served from the result
-cache (``ToolResult.cached``) over all tool results.
+cache (``ToolResult.cached``) over all tool results. *Queue wait* is ``ToolResult.queued_ms``
+and *queue depth* ``ToolResult.queue_depth`` (what the call met in the pipeline's queue), taken
+from the results not served from the cache.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "MetricsCollector",
     "MetricsSink",
     "RayMetricsSink",
+    "QueueDepthGauge",
     "GenAISpanSink",
     "percentile",
     "default_sinks",
@@ -79,7 +84,11 @@ class SessionMetrics(msgspec.Struct, frozen=True):
     """The figures of one session (or of one actor's sessions), as :meth:`MetricsCollector.snapshot` gives them.
 
     Latencies are milliseconds; percentiles are over the last ``window`` samples and None before
-    the first one. ``state_transitions`` maps ``"Source->Target"`` to its count.
+    the first one. ``state_transitions`` maps ``"Source->Target"`` to its count. ``queue_depth``
+    is the tool-pipeline queue depth the latest executed call met (calls waiting, itself
+    included; 0 when a slot was free), ``max_queue_depth`` the largest any call met, and
+    ``queue_wait_p50_ms`` / ``queue_wait_p99_ms`` the time calls waited for a slot (results
+    served from the cache left out).
     """
 
     tool_calls: int = 0
@@ -90,6 +99,8 @@ class SessionMetrics(msgspec.Struct, frozen=True):
     cache_hit_ratio: float | None = None
     queue_depth: int = 0
     max_queue_depth: int = 0
+    queue_wait_p50_ms: float | None = None
+    queue_wait_p99_ms: float | None = None
     turns: int = 0
     turn_latency_p50_ms: float | None = None
     turn_latency_p99_ms: float | None = None
@@ -129,11 +140,13 @@ class MetricsSink:
     ) -> None:
         """A tool call finished (or was served from the cache)."""
 
+    def tool_queued(self, name: str, queued_ms: float, queue_depth: int) -> None:
+        """A tool call not served from the cache waited ``queued_ms`` for a slot, meeting
+        ``queue_depth`` calls in the queue (0 and 0 when a slot was free); heard after
+        :meth:`tool_finished`."""
+
     def transition(self, source: str, target: str) -> None:
         """The state machine moved."""
-
-    def queue_depth(self, depth: int) -> None:
-        """Tool calls waiting in the pipeline's queue now."""
 
 
 class MetricsCollector:
@@ -164,6 +177,7 @@ class MetricsCollector:
         self._turn_ms: deque[float] = deque(maxlen=window)
         self._ttft_ms: deque[float] = deque(maxlen=window)
         self._prompt_ms: deque[float] = deque(maxlen=window)
+        self._queue_wait_ms: deque[float] = deque(maxlen=window)
         self._transitions: dict[str, int] = {}
         self.tool_calls = self.tool_errors = self.cache_hits = 0
         self.turns = self.prompts = 0
@@ -187,14 +201,23 @@ class MetricsCollector:
         cached: bool = False,
         is_error: bool = False,
         error_kind: str | None = None,
+        queued_ms: float = 0.0,
+        queue_depth: int = 0,
     ) -> None:
-        """One finished tool call."""
+        """One finished tool call; ``queued_ms`` and ``queue_depth`` are what it met in the
+        tool pipeline's queue (``ToolResult``'s fields), ignored for a cached result."""
         self.tool_calls += 1
         self.tool_errors += is_error
         self.cache_hits += cached
         self._tool_ms.append(duration_ms)
+        if not cached:
+            self._queue_wait_ms.append(queued_ms)
+            self._queue_depth = queue_depth
+            self._max_queue_depth = max(self._max_queue_depth, queue_depth)
         for sink in self.sinks:
             sink.tool_finished(name, call_id, duration_ms, cached, is_error, error_kind)
+            if not cached:
+                sink.tool_queued(name, queued_ms, queue_depth)
 
     def record_transition(self, source: str, target: str) -> None:
         """One state transition (``AgentState`` values)."""
@@ -202,13 +225,6 @@ class MetricsCollector:
         self._transitions[key] = self._transitions.get(key, 0) + 1
         for sink in self.sinks:
             sink.transition(source, target)
-
-    def set_queue_depth(self, depth: int) -> None:
-        """Tool calls waiting in the pipeline now."""
-        self._queue_depth = depth
-        self._max_queue_depth = max(self._max_queue_depth, depth)
-        for sink in self.sinks:
-            sink.queue_depth(depth)
 
     # --- the chunk stream ---------------------------------------------------------------------
 
@@ -237,7 +253,8 @@ class MetricsCollector:
         elif isinstance(chunk, ToolResultChunk):
             r = chunk.result
             self.record_tool(
-                r.name, r.duration_ms, call_id=r.call_id, cached=r.cached, is_error=r.is_error, error_kind=r.error_kind
+                r.name, r.duration_ms, call_id=r.call_id, cached=r.cached, is_error=r.is_error,
+                error_kind=r.error_kind, queued_ms=r.queued_ms, queue_depth=r.queue_depth,
             )
 
     def _on_state(self, source: str, target: str, t: float) -> None:
@@ -270,7 +287,9 @@ class MetricsCollector:
 
     def snapshot(self) -> SessionMetrics:
         """The figures now."""
-        tool, turn, ttft, prompt = (sorted(d) for d in (self._tool_ms, self._turn_ms, self._ttft_ms, self._prompt_ms))
+        tool, turn, ttft, prompt, wait = (
+            sorted(d) for d in (self._tool_ms, self._turn_ms, self._ttft_ms, self._prompt_ms, self._queue_wait_ms)
+        )
         return SessionMetrics(
             tool_calls=self.tool_calls,
             tool_errors=self.tool_errors,
@@ -280,6 +299,8 @@ class MetricsCollector:
             cache_hit_ratio=self.cache_hits / self.tool_calls if self.tool_calls else None,
             queue_depth=self._queue_depth,
             max_queue_depth=self._max_queue_depth,
+            queue_wait_p50_ms=percentile(wait, 0.50),
+            queue_wait_p99_ms=percentile(wait, 0.99),
             turns=self.turns,
             turn_latency_p50_ms=percentile(turn, 0.50),
             turn_latency_p99_ms=percentile(turn, 0.99),
@@ -301,7 +322,8 @@ class RayMetricsSink(MetricsSink):
 
     ``raygent_tool_latency_ms`` (Histogram; tags ``tool``, ``status`` = ok/error, ``cached``),
     ``raygent_tool_calls`` (Counter; same tags), ``raygent_cache_hit_ratio`` (Gauge),
-    ``raygent_queue_depth`` (Gauge), ``raygent_turn_latency_ms``, ``raygent_time_to_first_token_ms``,
+    ``raygent_tool_queue_wait_ms`` (Histogram; tag ``tool``: each uncached call's wait for a slot),
+    ``raygent_turn_latency_ms``, ``raygent_time_to_first_token_ms``,
     ``raygent_prompt_latency_ms`` (Histograms), ``raygent_state_transitions`` (Counter; tags
     ``source``, ``target``). Every metric also carries the ``tags`` given here (for example the
     actor's name); session ids are not tags, since one label value per session would make the
@@ -338,12 +360,12 @@ class RayMetricsSink(MetricsSink):
         self.tool_latency = hist("raygent_tool_latency_ms", "Tool call duration (ms)", ("tool", "status", "cached"))
         self.tool_calls = metrics.Counter("raygent_tool_calls", description="Tool calls finished", tag_keys=base + ("tool", "status", "cached"))
         self.cache_hit_ratio = metrics.Gauge("raygent_cache_hit_ratio", description="Tool results served from the cache / all tool results", tag_keys=base)
-        self.queue = metrics.Gauge("raygent_queue_depth", description="Tool calls waiting in the pipeline", tag_keys=base)
+        self.queue_wait = hist("raygent_tool_queue_wait_ms", "Time a tool call waited for a pipeline slot (ms)", ("tool",))
         self.turn_latency = hist("raygent_turn_latency_ms", "Model response duration (ms)")
         self.ttft = hist("raygent_time_to_first_token_ms", "Time to the first chunk of a model response (ms)")
         self.prompt_latency = hist("raygent_prompt_latency_ms", "Prompt to answer duration (ms)")
         self.transitions = metrics.Counter("raygent_state_transitions", description="Agent state transitions", tag_keys=base + ("source", "target"))
-        for m in (self.tool_calls, self.cache_hit_ratio, self.queue, self.transitions):
+        for m in (self.tool_calls, self.cache_hit_ratio, self.transitions):
             m.set_default_tags(self.tags)
         self._calls = 0
         self._hits = 0
@@ -358,8 +380,8 @@ class RayMetricsSink(MetricsSink):
         self._hits += cached
         self.cache_hit_ratio.set(self._hits / self._calls)
 
-    def queue_depth(self, depth: int) -> None:
-        self.queue.set(depth)
+    def tool_queued(self, name: str, queued_ms: float, queue_depth: int) -> None:
+        self.queue_wait.observe(queued_ms, tags={"tool": name})
 
     def turn_ended(self, latency_ms: float, input_tokens: int, output_tokens: int, finish_reason: str | None) -> None:
         self.turn_latency.observe(latency_ms)
@@ -372,6 +394,47 @@ class RayMetricsSink(MetricsSink):
 
     def transition(self, source: str, target: str) -> None:
         self.transitions.inc(1.0, tags={"source": source, "target": target})
+
+
+class QueueDepthGauge:
+    """``raygent_queue_depth`` (a ``ray.util.metrics`` Gauge; tag ``priority``, plus the constant
+    ``tags``): tool calls waiting for a slot in one ``ToolActor``'s pipeline now.
+
+    Pass :meth:`set` as the pipeline's ``on_queue_change``; only the priorities whose count
+    changed are written.
+
+    Parameters
+    ----------
+    tags : dict of str to str, optional
+        Constant tags (the ``ToolActor`` sets ``workspace``).
+
+    Raises
+    ------
+    RuntimeError
+        If Ray is not initialized in this process.
+    """
+
+    def __init__(self, *, tags: dict[str, str] | None = None) -> None:
+        import ray
+        from ray.util import metrics
+
+        if not ray.is_initialized():
+            raise RuntimeError("QueueDepthGauge needs Ray: call raygent.init() or ray.init() first")
+        self.tags = dict(tags or {})
+        self.gauge = metrics.Gauge(
+            "raygent_queue_depth",
+            description="Tool calls waiting for a slot in a ToolActor's pipeline",
+            tag_keys=(*self.tags, "priority"),
+        )
+        self.gauge.set_default_tags(self.tags)
+        self.last: dict[str, int] = {}
+
+    def set(self, by_priority: dict[str, int]) -> None:
+        """Record the calls waiting now, priority name -> count."""
+        for priority, n in by_priority.items():
+            if self.last.get(priority) != n:
+                self.gauge.set(n, tags={"priority": priority})
+                self.last[priority] = n
 
 
 class GenAISpanSink(MetricsSink):

@@ -10,6 +10,10 @@ A call goes through, in order:
    ``error_kind="circuit_open"``.
 3. **Priority queue**: ``critical``, ``high``, ``normal``, ``low``; a call starts when a global
    slot and a slot of its tool are free, the highest priority first (FIFO within a priority).
+   The result says what the call met there: ``queued_ms`` (time it waited for a slot, over all
+   its attempts) and ``queue_depth`` (calls waiting, itself included, once it was queued; 0
+   when a slot was free). The calls waiting now, by priority, are in :meth:`ToolPipeline.metrics`
+   and reach ``on_queue_change`` as they change (the ``ToolActor`` feeds a Ray Gauge with them).
 4. **Timeout**: the tool's ``timeout_s`` or the pipeline default, lowered to the *adaptive*
    timeout of the call's action when one is set (:meth:`ToolPipeline.set_adaptive_timeouts`:
    the runtime derives it from the predictor's observed p99 duration; it never raises the
@@ -282,16 +286,32 @@ class _OutputCoalescer:
         self._closed = True
 
 
-class _Scheduler:
-    """Global and per-tool slots, granted to waiters by priority then arrival."""
+_PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
 
-    def __init__(self, max_concurrency: int, per_tool: Mapping[str, int]) -> None:
+
+class _Scheduler:
+    """Global and per-tool slots, granted to waiters by priority then arrival.
+
+    ``on_queue_change`` hears the calls waiting, by priority name, each time that changes.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        per_tool: Mapping[str, int],
+        on_queue_change: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
         self.max_concurrency = max_concurrency
         self.per_tool = dict(per_tool)
         self.running = 0
         self.by_tool: Counter[str] = Counter()
         self._waiters: list[tuple[int, int, str, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        # Waiting requests by rank, kept as they come and go (cancelled futures stay in the
+        # heap until popped, so counting the heap would count them).
+        self._queued = [0] * len(PRIORITIES)
+        self.max_queued = 0
+        self.on_queue_change = on_queue_change
         # A task's queued request, and the rank a more urgent caller raised the task to (a
         # speculative run at low priority that a real call joined).
         self._waiting: dict[asyncio.Task[Any], asyncio.Future[None]] = {}
@@ -307,18 +327,36 @@ class _Scheduler:
 
     @property
     def queued(self) -> int:
-        return sum(1 for w in self._waiters if not w[3].done())
+        """Requests waiting for a slot now."""
+        return sum(self._queued)
 
-    async def acquire(self, tool: str, rank: int) -> None:
+    def queued_by_priority(self) -> dict[str, int]:
+        """Requests waiting for a slot now, by priority name (every name present)."""
+        return {_PRIORITY_NAMES[rank]: n for rank, n in enumerate(self._queued)}
+
+    def _count(self, rank: int, delta: int) -> None:
+        self._queued[rank] += delta
+        if delta > 0:
+            self.max_queued = max(self.max_queued, self.queued)
+        if self.on_queue_change is not None:
+            self.on_queue_change(self.queued_by_priority())
+
+    async def acquire(self, tool: str, rank: int) -> int:
+        """Wait for a slot of ``tool``; returns the queue depth the request met: the requests
+        waiting, itself included, once it was queued (0 when it got a slot at once)."""
         if not self._waiters and self._can(tool):
             self._take(tool)
-            return
+            return 0
         task = asyncio.current_task()
         if task is not None:
             rank = min(rank, self._promoted.get(task, rank))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (rank, next(self._seq), tool, fut))
+        self._count(rank, +1)
+        depth = self.queued
         self._dispatch()
+        if fut.done():
+            return 0  # granted by the dispatch just now: it never waited
         if task is not None:
             self._waiting[task] = fut
         try:
@@ -328,10 +366,19 @@ class _Scheduler:
                 self.release(tool)  # granted, then cancelled before it could run
             else:
                 fut.cancel()
+                self._count(self._rank_of(fut, rank), -1)
             raise
         finally:
             if task is not None:
                 self._waiting.pop(task, None)
+        return depth
+
+    def _rank_of(self, fut: asyncio.Future[None], default: int) -> int:
+        # Its rank may have been lifted by promote() since it was queued.
+        for item in self._waiters:
+            if item[3] is fut:
+                return item[0]
+        return default
 
     def promote(self, task: asyncio.Task[Any], rank: int) -> None:
         """Queue ``task``'s request (now and on retries) at ``rank`` if that is more urgent."""
@@ -345,6 +392,8 @@ class _Scheduler:
             if item[3] is fut and rank < item[0]:
                 self._waiters[i] = (rank, item[1], item[2], item[3])
                 heapq.heapify(self._waiters)
+                self._queued[item[0]] -= 1
+                self._count(rank, +1)
                 self._dispatch()
                 return
 
@@ -363,10 +412,30 @@ class _Scheduler:
             if self._can(item[2]):
                 self._take(item[2])
                 fut.set_result(None)
+                self._count(item[0], -1)
             else:
                 blocked.append(item)  # its tool is at its own limit; let lower ranks pass
         for item in blocked:
             heapq.heappush(self._waiters, item)
+
+
+class _QueueSeen:
+    """What one call met in the queue over its attempts: total wait and the largest depth."""
+
+    __slots__ = ("wait_s", "depth")
+
+    def __init__(self) -> None:
+        self.wait_s = 0.0
+        self.depth = 0
+
+    def add(self, wait_s: float, depth: int) -> None:
+        self.wait_s += wait_s
+        self.depth = max(self.depth, depth)
+
+    def stamp(self, result: ToolResult) -> ToolResult:
+        if not self.depth:
+            return result  # never queued: the defaults (0) hold
+        return msgspec.structs.replace(result, queued_ms=self.wait_s * 1000.0, queue_depth=self.depth)
 
 
 class _Flight:
@@ -449,6 +518,10 @@ class ToolPipeline:
     output_delta_interval_ms : float, default 50.0
         Shortest time between two deltas of one call, in milliseconds (the first is sent at
         once).
+    on_queue_change : callable, optional
+        Called on the event loop with the calls waiting for a slot, by priority name
+        (``{"critical": 0, "high": 0, "normal": 3, "low": 1}``), each time a call enters or
+        leaves the queue. Keep it cheap: it runs inside the scheduler.
 
     Raises
     ------
@@ -483,6 +556,7 @@ class ToolPipeline:
         seed: int | None = None,
         output_delta_max_bytes: int = 16 * 1024,
         output_delta_interval_ms: float = 50.0,
+        on_queue_change: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         per_tool = dict(per_tool_concurrency or {})
         if max_concurrency < 1 or any(v < 1 for v in per_tool.values()):
@@ -514,7 +588,7 @@ class ToolPipeline:
         }
         CircuitBreaker(**self._breaker_args)  # type: ignore[arg-type]  # validates early
         self._breakers: dict[str, CircuitBreaker] = {}
-        self._sched = _Scheduler(max_concurrency, per_tool)
+        self._sched = _Scheduler(max_concurrency, per_tool, on_queue_change)
         root = str(self.workspace.root) if self.workspace is not None else None
         self.cache: ResultCache | None = (
             ResultCache(
@@ -621,6 +695,8 @@ class ToolPipeline:
                 attempts=0,
                 cached=True,
                 duration_ms=(time.perf_counter() - started) * 1000.0,
+                queued_ms=0.0,
+                queue_depth=0,
             )
         return await self._join_flight(call, tool, rank, started, key, paths)
 
@@ -680,6 +756,8 @@ class ToolPipeline:
             attempts=0,
             cached=True,
             duration_ms=(time.perf_counter() - started) * 1000.0,
+            queued_ms=0.0,
+            queue_depth=0,
         )
 
     def _end_flight(self, key: tuple[bytes, int], flight: _Flight, _task: object = None) -> None:
@@ -744,10 +822,13 @@ class ToolPipeline:
             return self._error_result(call, err, started, attempts=0)
         attempts = 0
         verdict = False
+        queue = _QueueSeen()
         try:
             while True:
                 attempts += 1
-                await self._sched.acquire(call.name, rank)
+                waited_from = time.perf_counter()
+                depth = await self._sched.acquire(call.name, rank)
+                queue.add(time.perf_counter() - waited_from, depth)
                 self._counts["executions"] += 1
                 try:
                     content = await self._invoke(call, tool)
@@ -761,7 +842,7 @@ class ToolPipeline:
                 if error is None:
                     breaker.success()
                     verdict = True
-                    return await self._ok_result(call, content, started, attempts)
+                    return queue.stamp(await self._ok_result(call, content, started, attempts))
                 if getattr(error, "retryable", False) and attempts <= self.max_retries:
                     self._counts["retries"] += 1
                     await asyncio.sleep(backoff_s(attempts, self.retry_base_s, self.retry_max_s, self._rng))
@@ -770,7 +851,7 @@ class ToolPipeline:
                 if kind in _BREAKER_KINDS or getattr(error, "retryable", False):
                     breaker.failure()
                     verdict = True
-                return self._error_result(call, error, started, attempts=attempts, breaker=breaker)
+                return queue.stamp(self._error_result(call, error, started, attempts=attempts, breaker=breaker))
         finally:
             if not verdict:
                 breaker.release()
@@ -1146,6 +1227,8 @@ class ToolPipeline:
             ``calls`` (calls received), ``executions`` (tool runs, retries included),
             ``retries``, ``cancelled``, ``spooled``, ``singleflight_shared`` (calls answered by
             an identical call in flight), ``errors`` (by kind), ``running`` and ``queued`` (now),
+            ``queued_by_priority`` (now, priority name -> calls), ``max_queued`` (the most calls
+            ever waiting at once),
             ``breakers`` (tool -> ``{"state", "opened"}``) and ``cache`` (``hits``, ``misses``,
             ``evictions``, ``expirations``, ``invalidations``, ``entries``, ``bytes``; empty when
             the cache is off), ``speculative`` (:meth:`prefetch`: ``executed``, ``hits`` (real
@@ -1163,6 +1246,8 @@ class ToolPipeline:
             "errors": dict(self._errors),
             "running": self._sched.running,
             "queued": self._sched.queued,
+            "queued_by_priority": self._sched.queued_by_priority(),
+            "max_queued": self._sched.max_queued,
             "breakers": {
                 name: {"state": b.state, "opened": b.opened_count} for name, b in self._breakers.items()
             },
