@@ -552,17 +552,27 @@ class GenAISpanSink(MetricsSink):
         span.end(end_time=end_ns)
 
 
+_RAY_SINKS: dict[str, RayMetricsSink] = {}
+
+
 def default_sinks(*, model: str, provider: str, session_id: str) -> list[MetricsSink]:
     """The sinks a running agent feeds: Ray metrics inside Ray, gen_ai.* spans with opentelemetry.
 
     Spans go to the globally configured ``TracerProvider``; with none configured the
-    OpenTelemetry API's no-op tracer drops them at almost no cost.
+    OpenTelemetry API's no-op tracer drops them at almost no cost. The Ray sink is created once
+    per process and shared by every session of it (its cache-hit gauge is the process's).
     """
     import ray
 
     sinks: list[MetricsSink] = []
     if ray.is_initialized():
-        sinks.append(RayMetricsSink())
+        # One per process (and Ray job), shared by its sessions: each RayMetricsSink registers
+        # eight ray.util.metrics objects, and an agent shard hosts thousands of sessions (the
+        # metrics carry no session tag, so sharing changes no series).
+        job = ray.get_runtime_context().get_job_id()
+        if job not in _RAY_SINKS:
+            _RAY_SINKS[job] = RayMetricsSink()
+        sinks.append(_RAY_SINKS[job])
     if GenAISpanSink.available():
         sinks.append(GenAISpanSink(model=model, provider=provider, session_id=session_id))
     return sinks
