@@ -223,12 +223,13 @@ class _Deltas:
 
 
 def _bench_agent_class():
-    from raygent.actors import AgentActor
+    from raygent.actors import AgentActor, AgentSpec
+    from raygent.messages import decode
 
     class BenchAgentActor(AgentActor):
         def __init__(self, spec: bytes, n: int) -> None:
-            super().__init__(spec, None, None, [])
-            self.session.provider = _Deltas(n)
+            super().__init__()
+            self.host(decode(spec, AgentSpec), None, None, []).session.provider = _Deltas(n)
 
     return BenchAgentActor
 
@@ -266,7 +267,7 @@ def test_agent_actor_chunks_per_second(benchmark, ray_here, batch_size):
 
     def run() -> int:
         got = 0
-        for ref in actor.run.options(num_returns="streaming").remote("go", flush_chunks, interval):
+        for ref in actor.run.options(num_returns="streaming").remote("bench", "go", None, flush_chunks, interval):
             got += sum(isinstance(c, TextDelta) for c in decode(ray.get(ref), list[Chunk]))
         return got
 

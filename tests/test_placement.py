@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 import raygent
-from raygent.errors import ConfigError, RaygentError
-from raygent.runtime import _SETTINGS
+from raygent.errors import AgentError, ConfigError, RaygentError
+from raygent.runtime import _SETTINGS, _SHARED_ACTORS, shard_of
 
 pytestmark = pytest.mark.ray
 
@@ -58,35 +60,63 @@ def test_bad_settings_are_refused_and_change_nothing(ray_cluster, settings, kwar
     assert (settings.agent_shards, settings.agent_actor_options, settings.tool_actor_options) == before
 
 
+# Shards are named and shared: options apply to the ones created after them. These tests make
+# their own shard, one index past those of the other tests, and remove it afterwards.
+SHARDS = 64
+
+
+def _id_on_fresh_shard() -> str:
+    return next(sid for sid in (uuid.uuid4().hex for _ in range(100_000)) if shard_of(sid, SHARDS) == SHARDS - 1)
+
+
+def _drop_shard(ray) -> None:
+    key = (ray.get_runtime_context().get_job_id(), f"raygent-agents-{SHARDS - 1}")
+    handle = _SHARED_ACTORS.pop(key, None) or ray.get_actor(key[1])
+    ray.kill(handle)
+
+
 def test_actor_options_reach_the_agent_and_tool_actors(ray_cluster, settings, tmp_path):
     # A runtime_env is an actor option whose effect shows in the actor's own process.
     raygent.init(
+        agent_shards=SHARDS,
         agent_actor_options={"runtime_env": {"env_vars": {"RAYGENT_PLACED": "agent"}}},
         tool_actor_options={"runtime_env": {"env_vars": {"RAYGENT_PLACED": "tools"}}},
     )
-    agent = raygent.Agent(workspace=tmp_path, model="scripted", store=None)
+    agent = raygent.Agent(workspace=tmp_path, model="scripted", store=None, session_id=_id_on_fresh_shard())
     try:
+        assert ray_cluster.get(agent._actor.session_ids.remote()) == [agent.session_id]
         assert _environ(ray_cluster.get(agent._actor.pid.remote()))["RAYGENT_PLACED"] == "agent"
         assert _environ(ray_cluster.get(agent._tools.pid.remote()))["RAYGENT_PLACED"] == "tools"
-        assert agent.run("hello").text
+        assert agent.run("where is the scheduler?").tool_calls
     finally:
         agent.close()
-        from raygent.runtime import _SHARED_ACTORS
-
+        _drop_shard(ray_cluster)
         # This workspace's tool actor carries the test's runtime_env: not for reuse.
-        for key in [k for k in _SHARED_ACTORS if k[1].startswith("raygent-tools-")]:
-            if _SHARED_ACTORS[key] is agent._tools:
-                ray_cluster.kill(_SHARED_ACTORS.pop(key))
+        for key in [k for k, h in _SHARED_ACTORS.items() if h is agent._tools]:
+            ray_cluster.kill(_SHARED_ACTORS.pop(key))
 
 
-def test_an_unsatisfiable_resource_leaves_the_agent_actor_pending(ray_cluster, settings, tmp_path):
-    raygent.init(agent_actor_options={"resources": {"raygent_test_nowhere": 1}})
-    agent = raygent.Agent(workspace=tmp_path, model="scripted", store=None)
+def test_an_unsatisfiable_resource_leaves_the_agent_shard_pending(ray_cluster, settings, tmp_path):
+    raygent.init(agent_shards=SHARDS, agent_actor_options={"resources": {"raygent_test_nowhere": 1}})
+    outcome: list[BaseException | None] = []
+
+    def make() -> None:
+        try:
+            raygent.Agent(workspace=tmp_path, model="scripted", store=None, session_id=_id_on_fresh_shard())
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    maker = threading.Thread(target=make, daemon=True)
+    maker.start()
+    maker.join(timeout=3.0)
     try:
-        ready, _ = ray_cluster.wait([agent._actor.pid.remote()], timeout=2.0)
-        assert ready == []
+        # The Agent waits for its session to open on a shard no node can host.
+        assert maker.is_alive() and outcome == []
     finally:
-        ray_cluster.kill(agent._actor)
+        _drop_shard(ray_cluster)
+        maker.join(timeout=120)
+    assert len(outcome) == 1 and isinstance(outcome[0], AgentError) and outcome[0].kind == "actor_died"
 
 
 def test_shutdown_forgets_the_settings(ray_cluster):

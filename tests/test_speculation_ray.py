@@ -118,9 +118,10 @@ def test_predicted_read_is_served_from_cache_on_ray(ray_cluster, tmp_path):
             provider=ProviderSpec(kind="openai", model="m", base_url=srv.base_url, api_key="k"),
         )
         schemas = ray.get(tools.schemas.remote())
-        agent = _remote(AgentActor).remote(encode(spec), tools, predictor, schemas)
+        agent = _remote(AgentActor).remote()
+        ray.get(agent.open.remote(encode(spec), tools, predictor, schemas))
         chunks: list[Chunk] = []
-        for ref in agent.run.options(num_returns="streaming").remote("where is Scheduler?"):
+        for ref in agent.run.options(num_returns="streaming").remote("now", "where is Scheduler?"):
             chunks += decode(ray.get(ref), list[Chunk])
         assert len(srv.requests) == 3
 
@@ -134,7 +135,7 @@ def test_predicted_read_is_served_from_cache_on_ray(ray_cluster, tmp_path):
     # each got the floor (AgentSpec.timeout_floor_s, 5 s).
     assert metrics["adaptive_timeouts_s"] == {"grep": 5.0, "read_file": 5.0}
     # The speculative call is nowhere in the session's history.
-    history = decode_history(ray.get(agent.history.remote()))
+    history = decode_history(ray.get(agent.history.remote("now")))
     ids = [c.id for m_ in history if isinstance(m_, AssistantMessage) for c in m_.tool_calls]
     assert ids == ["c1", "c2"]
     assert [m_.call_id for m_ in history if isinstance(m_, ToolMessage)] == ["c1", "c2"]

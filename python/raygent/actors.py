@@ -6,8 +6,9 @@ everything crossing Ray is msgpack ``bytes`` (see :mod:`raygent.messages`), neve
 Struct.
 
 - :class:`ToolActor` owns a workspace's tools and their :class:`~raygent.pipeline.ToolPipeline`.
-- :class:`AgentActor` owns one :class:`~raygent.session.Session` (context, state machine, turn
-  loop) and streams its chunks to the caller in batches.
+- :class:`AgentActor` hosts many sessions (a shard), each a :class:`HostedSession` around a
+  :class:`~raygent.session.Session` (context, state machine, turn loop) with its mailbox, and
+  streams their chunks to the callers in batches.
 - :class:`PredictorActor` owns the :class:`~raygent.predictor.Predictor`; it hears tool events
   fire-and-forget and nothing waits on it.
 """
@@ -28,12 +29,15 @@ import msgspec
 import ray
 
 from raygent._tool_record import ToolRecord
+from raygent.errors import SessionNotOpen
 from raygent.messages import (
     ApprovalRequest,
+    AssistantMessage,
     Chunk,
     Done,
     Message,
     StateChange,
+    SystemMessage,
     ToolCall,
     ToolCallEnd,
     ToolOutputDelta,
@@ -44,6 +48,7 @@ from raygent.messages import (
     decode,
     encode,
 )
+from raygent.mailbox import Mailbox
 from raygent.observability import MetricsCollector, QueueDepthGauge, default_sinks
 from raygent.pipeline import PRIORITIES, ToolPipeline
 from raygent.policy import Policy
@@ -54,7 +59,7 @@ from raygent.store import PostgresStore, SessionStore, SQLiteStore
 from raygent.streaming import DEFAULT_BUFFER_SIZE, DEFAULT_FLUSH_INTERVAL_MS
 from raygent.tools import MCPRegistry, MCPServer, Tool, builtin_tools, pass_env
 
-__all__ = ["AgentSpec", "StoreSpec", "AgentActor", "ToolActor", "PredictorActor"]
+__all__ = ["AgentSpec", "StoreSpec", "AgentActor", "HostedSession", "ToolActor", "PredictorActor"]
 
 
 class StoreSpec(msgspec.Struct, frozen=True):
@@ -375,59 +380,91 @@ def _has(actor: Any, method: str) -> bool:
     return actor is not None and hasattr(actor, method)
 
 
-class AgentActor:
-    """One session's turn loop; tools run on ``tool_actor``, events go to ``predictor``.
+class HostedSession:
+    """One session an :class:`AgentActor` hosts: its :class:`~raygent.session.Session`, metrics,
+    hint tasks, turn ids, checkpoints and mailbox.
 
-    As each model response starts, the actor asks the predictor for hints in the background
-    (nothing waits on them) and hands them to the tool actor: speculative read-only calls run
-    at low priority into its cache, and adaptive timeouts (see :class:`AgentSpec`).
-    Speculative calls never enter the session's history.
+    Tools run on ``tool_actor``, events go to ``predictor``. As each model response starts, the
+    session asks the predictor for hints in the background (nothing waits on them) and hands
+    them to the tool actor: speculative read-only calls run at low priority into its cache, and
+    adaptive timeouts (see :class:`AgentSpec`). Speculative calls never enter the history.
+
+    Parameters
+    ----------
+    spec : AgentSpec
+    tool_actor, predictor : Ray actor handles
+        A ``ToolActor`` (or replay's recorded-results actor) and a ``PredictorActor``.
+    tool_schemas : list of dict
+        Schemas of the tools offered to the model.
+    store : SessionStore, optional
+        The shard's connection to ``spec.store`` (shared with its other sessions). A session
+        found there is restored from it; a new one has its system prompt stored.
+    sinks : list of MetricsSink
+        Where the session's metrics go.
+
+    Raises
+    ------
+    StoreError
+        The store cannot be read or written.
     """
 
-    def __init__(self, spec: bytes, tool_actor: Any, predictor: Any, tool_schemas: list[dict]) -> None:
-        self.spec = decode(spec, AgentSpec)
+    def __init__(
+        self,
+        spec: AgentSpec,
+        tool_actor: Any,
+        predictor: Any,
+        tool_schemas: list[dict],
+        store: SessionStore | None,
+        sinks: list[Any],
+    ) -> None:
+        self.spec = spec
         self.tool_actor = tool_actor
         self.predictor = predictor
         self._hint_tasks: set[asyncio.Task[None]] = set()
         self.hint_failures = 0
         self.session = Session(
-            provider=make_provider(self.spec.provider),
+            provider=make_provider(spec.provider),
             run_tools=self._run_tools,
             tool_schemas=tool_schemas,
-            system_prompt=self.spec.system_prompt,
-            budget_tokens=self.spec.budget_tokens,
-            max_turns=self.spec.max_turns,
-            stream=self.spec.stream,
-            policy=self.spec.policy,
-            approval_timeout_s=self.spec.approval_timeout_s,
-            compact_threshold=self.spec.compact_threshold,
+            system_prompt=spec.system_prompt,
+            budget_tokens=spec.budget_tokens,
+            max_turns=spec.max_turns,
+            stream=spec.stream,
+            policy=spec.policy,
+            approval_timeout_s=spec.approval_timeout_s,
+            compact_threshold=spec.compact_threshold,
             # Hints need a predictor that gives them and a tool actor that takes them (a
             # replay's recorded-results actor does not).
             on_generate=self._start_hints if _has(predictor, "hints") and _has(tool_actor, "apply_hints") else None,
             cancel_tools=self._cancel_tools,
             on_append=self._checkpoint,
         )
-        self.store = None if self.spec.store is None else self.spec.store.open()
-        # Messages found in the store when this actor started (0: a new session). After a
-        # crash Ray runs __init__ again, so this is where a restarted actor picks up its session.
+        self.store = store
+        # Messages found in the store when the session was opened (0: a new session). After a
+        # crash Ray runs the actor's __init__ again with no session in memory: the next call
+        # opens it again, and this is where it picks up from the store.
         self.restored = 0
-        if self.store is not None:
-            stored = self.store.load(self.spec.session_id)
+        if store is not None:
+            stored = store.load(spec.session_id)
             if stored:
                 self.session.restore(stored)
                 self.restored = len(stored)
             else:
-                self.store.append(self.spec.session_id, self.session.context.history[:1], start_seq=0)
-        self.metrics = MetricsCollector(
-            clock=time.monotonic,
-            sinks=default_sinks(
-                model=self.spec.provider.model or self.spec.provider.display_name,
-                provider=self.spec.provider.kind,
-                session_id=self.spec.session_id,
-            ),
-        )
+                store.append(spec.session_id, self.session.context.history[:1], start_seq=0)
+        # Restored in the middle of a run (the process died during it): its prompt counts as not
+        # yet admitted, so the caller's resume of it runs before any later prompt.
+        history = self.session.context.history
+        last = history[-1]
+        in_flight = not (isinstance(last, SystemMessage) or (isinstance(last, AssistantMessage) and not last.tool_calls))
+        self.mailbox = Mailbox(admitted=self.prompts - in_flight)
+        self.metrics = MetricsCollector(clock=time.monotonic, sinks=sinks)
         self._turn_numbers = itertools.count(1)
         self._turn_id: str | None = None
+
+    @property
+    def prompts(self) -> int:
+        """User prompts in the history."""
+        return sum(isinstance(m, UserMessage) for m in self.session.context.history)
 
     def _checkpoint(self, seq: int, message: Message) -> None:
         # Synchronous on purpose: the session acts on the message only once it is stored.
@@ -504,46 +541,28 @@ class AgentActor:
         if self._turn_id is not None:
             await self.tool_actor.cancel.remote(self._turn_id)
 
-    async def cancel(self) -> bool:
-        """Cancel the run in progress (:meth:`raygent.session.Session.cancel`): its running
-        tools are cancelled on the tool actor and the run ends; False when nothing was running."""
-        return await self.session.cancel()
-
     async def run(
-        self, prompt: str, flush_chunks: int | None = None, flush_interval_ms: float | None = None
+        self, prompt: str, prompt_number: int | None, flush_chunks: int | None, flush_interval_ms: float | None
     ) -> AsyncIterator[bytes]:
-        """Streaming generator of encoded ``list[Chunk]`` batches for one prompt.
-
-        ``flush_chunks`` (chunks) and ``flush_interval_ms`` (milliseconds) override the spec's
-        batch bounds for this run. A failure is raised after the chunks that came before it
-        have been sent.
-        """
-        async for batch in self._batches(self.session.run(prompt), flush_chunks, flush_interval_ms):
-            yield batch
+        """Encoded ``list[Chunk]`` batches of one prompt, once the mailbox gives it its turn."""
+        async with self.mailbox.turn(prompt_number):
+            async for batch in self._batches(self.session.run(prompt), flush_chunks, flush_interval_ms):
+                yield batch
 
     async def resume(
-        self,
-        prompt: str,
-        prompt_number: int,
-        flush_chunks: int | None = None,
-        flush_interval_ms: float | None = None,
+        self, prompt: str, prompt_number: int, flush_chunks: int | None, flush_interval_ms: float | None
     ) -> AsyncIterator[bytes]:
-        """:meth:`run` again after this actor was restarted in the middle of it: the batches
-        of what is left of the run of ``prompt``, the session's ``prompt_number``-th (from 1).
-
-        When the stored history holds fewer prompts, the crash came before the prompt was
-        checkpointed: it runs from the start. Otherwise the interrupted run goes on from the
-        history (:meth:`raygent.session.Session.resume`): a tool call cut short is run again
-        only if its tool is read-only, else answered ``error_kind="interrupted"``.
-        """
-        prompts = sum(isinstance(m, UserMessage) for m in self.session.context.history)
-        chunks = (
-            self.session.run(prompt)
-            if prompts < prompt_number
-            else self.session.resume(lambda call: call.name in self.spec.read_only_tools)
-        )
-        async for batch in self._batches(chunks, flush_chunks, flush_interval_ms):
-            yield batch
+        """What is left of the run of ``prompt``, the session's ``prompt_number``-th (see
+        :meth:`AgentActor.resume`)."""
+        async with self.mailbox.turn(prompt_number):
+            # Decided once the turn came: an earlier prompt may have run meanwhile.
+            chunks = (
+                self.session.run(prompt)
+                if self.prompts < prompt_number
+                else self.session.resume(lambda call: call.name in self.spec.read_only_tools)
+            )
+            async for batch in self._batches(chunks, flush_chunks, flush_interval_ms):
+                yield batch
 
     async def _batches(
         self, chunks: AsyncIterator[Chunk], flush_chunks: int | None, flush_interval_ms: float | None
@@ -572,30 +591,6 @@ class AgentActor:
         if batch:
             yield encode(batch)
 
-    def pid(self) -> int:
-        """This actor's process id (recovery tests kill it)."""
-        return os.getpid()
-
-    # async: this actor's methods share one event loop, so an answer arrives while ``run`` is
-    # suspended waiting for it.
-    async def approve(self, call_id: str) -> None:
-        """Let a call waiting for approval run (:meth:`Session.approve`)."""
-        self.session.approve(call_id)
-
-    async def deny(self, call_id: str, reason: str = "") -> None:
-        """Refuse a call waiting for approval (:meth:`Session.deny`)."""
-        self.session.deny(call_id, reason)
-
-    async def pending_approvals(self) -> list[str]:
-        return self.session.pending_approvals
-
-    def history(self) -> bytes:
-        return encode(self.session.context.history)
-
-    def metrics_snapshot(self) -> bytes:
-        """The session's figures, an encoded :class:`~raygent.observability.SessionMetrics`."""
-        return encode(self.metrics.snapshot())
-
     def status(self) -> dict[str, Any]:
         s = self.session
         return {
@@ -608,19 +603,203 @@ class AgentActor:
             "compactions": s.context.compactions,
             "compaction_failures": s.context.compaction_failures,
             "hint_failures": self.hint_failures,
+            "restored_messages": self.restored,
+            "queued_runs": self.mailbox.waiting,
         }
 
-    async def shutdown(self) -> None:
-        # async for the same reason as approve: it answers pending approvals on the loop.
+    async def close(self) -> None:
+        """Stop the run in progress, end the session (runs still queued fail with
+        ``kind="shutdown"``) and its speculation."""
+        await self.session.cancel()
         self.session.shutdown()
         for task in list(self._hint_tasks):
             task.cancel()
         if _has(self.tool_actor, "end_session"):
             # Fire-and-forget: the tool actor counts this session's unused speculation as waste.
             self.tool_actor.end_session.remote(self.spec.session_id)
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+
+
+class AgentActor:
+    """Hosts many sessions (a shard of the job's sessions): a thin shell over a dict of
+    :class:`HostedSession`, each with its mailbox.
+
+    A session is opened with :meth:`open`; every other method names it first. A session's runs
+    (:meth:`run`, :meth:`resume`) go through its mailbox, so they never interleave and run in
+    the order the caller numbered them; the control methods (approve, deny, cancel, status,
+    history ...) act at once, also while a run waits or streams. Sessions of one shard run
+    concurrently on its event loop. The shard opens one connection per store (:class:`StoreSpec`)
+    and shares it among its sessions.
+
+    A restarted shard (Ray runs ``__init__`` again after its process died) holds no session: a
+    call naming one raises :class:`~raygent.errors.SessionNotOpen`, and the caller opens it
+    again, which restores it from its store.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, HostedSession] = {}
+        self._stores: dict[StoreSpec, SessionStore] = {}
+
+    def _session(self, session_id: str) -> HostedSession:
+        hosted = self.sessions.get(session_id)
+        if hosted is None:
+            raise SessionNotOpen(session_id, pid=os.getpid())
+        return hosted
+
+    def _store(self, spec: StoreSpec | None) -> SessionStore | None:
+        if spec is None:
+            return None
+        store = self._stores.get(spec)
+        if store is None:
+            store = self._stores[spec] = spec.open()
+        return store
+
+    async def open(self, spec: bytes, tool_actor: Any, predictor: Any, tool_schemas: list[dict]) -> dict[str, Any]:
+        """Host the session of the encoded :class:`AgentSpec` (idempotent).
+
+        A session already open here is left as it is; one found in the spec's store is
+        restored from it (history, prompt count); otherwise it starts with its system prompt.
+
+        Returns
+        -------
+        dict
+            ``{"session_id", "prompts": user prompts in its history, "messages": its length,
+            "restored": messages read from the store now (0 when it was open or new)}``.
+
+        Raises
+        ------
+        StoreError
+            The store cannot be opened, read or written.
+        ValueError
+            The stored history is not one a session accepts.
+        """
+        agent_spec = decode(spec, AgentSpec)
+        opened = agent_spec.session_id not in self.sessions
+        hosted = self.host(agent_spec, tool_actor, predictor, tool_schemas)
+        return {
+            "session_id": agent_spec.session_id,
+            "prompts": hosted.prompts,
+            "messages": len(hosted.session.context.history),
+            "restored": hosted.restored if opened else 0,
+        }
+
+    def host(self, spec: AgentSpec, tool_actor: Any, predictor: Any, tool_schemas: list[dict]) -> HostedSession:
+        """:meth:`open` without the encoding: the session of ``spec``, built if not held yet."""
+        hosted = self.sessions.get(spec.session_id)
+        if hosted is None:
+            # Synchronous from the lookup to the insert: two opens of one session cannot both build it.
+            hosted = HostedSession(
+                spec, tool_actor, predictor, tool_schemas, self._store(spec.store), _sinks(spec)
+            )
+            self.sessions[spec.session_id] = hosted
+        return hosted
+
+    async def run(
+        self,
+        session_id: str,
+        prompt: str,
+        prompt_number: int | None = None,
+        flush_chunks: int | None = None,
+        flush_interval_ms: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Streaming generator of encoded ``list[Chunk]`` batches for one prompt of a session.
+
+        ``prompt_number`` (the prompt's number in the session, from 1) orders it in the
+        session's mailbox; None queues it after those waiting. ``flush_chunks`` (chunks) and
+        ``flush_interval_ms`` (milliseconds) override the spec's batch bounds for this run. A
+        failure is raised after the chunks that came before it have been sent.
+
+        Raises
+        ------
+        SessionNotOpen
+            The session is not open on this actor (never opened, closed, or the actor restarted).
+        """
+        hosted = self._session(session_id)
+        async for batch in hosted.run(prompt, prompt_number, flush_chunks, flush_interval_ms):
+            yield batch
+
+    async def resume(
+        self,
+        session_id: str,
+        prompt: str,
+        prompt_number: int,
+        flush_chunks: int | None = None,
+        flush_interval_ms: float | None = None,
+        reopen: tuple[bytes, Any, Any, list[dict]] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """:meth:`run` again after this actor was restarted in the middle of it: the batches
+        of what is left of the run of ``prompt``, the session's ``prompt_number``-th (from 1).
+
+        ``reopen`` (:meth:`open`'s arguments) opens the session first when this actor does not
+        hold it, which restores it from its store. When the stored history holds fewer
+        prompts, the crash came before the prompt was checkpointed: it runs from the start.
+        Otherwise the interrupted run goes on from the history
+        (:meth:`raygent.session.Session.resume`): a tool call cut short is run again only if
+        its tool is read-only, else answered ``error_kind="interrupted"``.
+
+        Raises
+        ------
+        SessionNotOpen
+            The session is not open here and ``reopen`` is None.
+        """
+        if reopen is not None:
+            await self.open(*reopen)
+        hosted = self._session(session_id)
+        async for batch in hosted.resume(prompt, prompt_number, flush_chunks, flush_interval_ms):
+            yield batch
+
+    def pid(self) -> int:
+        """This actor's process id (recovery tests kill it)."""
+        return os.getpid()
+
+    def session_ids(self) -> list[str]:
+        """The sessions this actor holds now."""
+        return list(self.sessions)
+
+    # async: this actor's methods share one event loop, so an answer arrives while a run is
+    # suspended waiting for it.
+    async def approve(self, session_id: str, call_id: str) -> None:
+        """Let a call waiting for approval run (:meth:`Session.approve`)."""
+        self._session(session_id).session.approve(call_id)
+
+    async def deny(self, session_id: str, call_id: str, reason: str = "") -> None:
+        """Refuse a call waiting for approval (:meth:`Session.deny`)."""
+        self._session(session_id).session.deny(call_id, reason)
+
+    async def pending_approvals(self, session_id: str) -> list[str]:
+        return self._session(session_id).session.pending_approvals
+
+    async def cancel(self, session_id: str) -> bool:
+        """Cancel the session's run in progress (:meth:`raygent.session.Session.cancel`): its
+        running tools are cancelled on the tool actor and the run ends; False when nothing was
+        running. Runs waiting in its mailbox are not affected."""
+        return await self._session(session_id).session.cancel()
+
+    async def history(self, session_id: str) -> bytes:
+        return encode(self._session(session_id).session.context.history)
+
+    async def metrics_snapshot(self, session_id: str) -> bytes:
+        """The session's figures, an encoded :class:`~raygent.observability.SessionMetrics`."""
+        return encode(self._session(session_id).metrics.snapshot())
+
+    async def status(self, session_id: str) -> dict[str, Any]:
+        return self._session(session_id).status()
+
+    async def close(self, session_id: str) -> bool:
+        """Stop the session's run, end it and free it (the actor and the shared store stay);
+        False when it was not open here."""
+        hosted = self.sessions.pop(session_id, None)
+        if hosted is None:
+            return False
+        await hosted.close()
+        return True
+
+
+def _sinks(spec: AgentSpec) -> list[Any]:
+    return default_sinks(
+        model=spec.provider.model or spec.provider.display_name,
+        provider=spec.provider.kind,
+        session_id=spec.session_id,
+    )
 
 
 def _interrupted(call: ToolCall, why: str) -> ToolResult:

@@ -34,6 +34,7 @@ __all__ = [
     "StoreConflict",
     "WorkflowError",
     "ConfigError",
+    "SessionNotOpen",
 ]
 
 
@@ -403,3 +404,28 @@ class ConfigError(RaygentError, ValueError):
     def __init__(self, message: str, *, setting: str) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class SessionNotOpen(AgentError, LookupError):
+    """A call named a session that the agent actor it reached does not hold: never opened
+    there, closed, or the actor restarted since (a restart forgets every session in memory).
+
+    :class:`raygent.Agent` answers it by opening the session again (restored from its store)
+    and retrying once; a session without a store cannot come back, and this is raised.
+
+    Attributes
+    ----------
+    session_id : str
+        The session named.
+    pid : int
+        The process id of the agent actor that was asked (0 when unknown).
+    """
+
+    def __init__(self, session_id: str, *, pid: int = 0) -> None:
+        super().__init__(
+            f"session {session_id!r} is not open on this agent actor (pid {pid}): it was closed, "
+            "never opened here, or the actor restarted",
+            kind="not_open",
+        )
+        self.session_id = session_id
+        self.pid = pid

@@ -41,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from raygent.actors import AgentActor, AgentSpec, PredictorActor, ToolActor
+from raygent.actors import AgentSpec, PredictorActor, ToolActor
 from raygent.messages import (
     AssistantMessage,
     Message,
@@ -60,7 +60,7 @@ from raygent.messages import (
 from raygent.providers._spec import ProviderSpec
 from raygent.providers._trajectory import ReplayPrompt, replay_plan
 from raygent.replay import Trajectory, load_trajectory
-from raygent.runtime import _SHARED_ACTORS, Agent, _get, _remote, init
+from raygent.runtime import _SHARED_ACTORS, Agent, _agent_shard, _get, _remote, init
 from raygent.session import DEFAULT_SYSTEM_PROMPT
 from raygent.state import AgentState
 from raygent.tools import pass_env
@@ -342,7 +342,10 @@ class _ReplayAgent(Agent):
             session_id=self.session_id, provider=provider, system_prompt=system_prompt,
             budget_tokens=_UNBOUNDED_BUDGET_TOKENS, max_turns=max_turns,
         )
-        self._actor = _remote(AgentActor).remote(encode(spec), tool_actor, self._predictor, schemas)
+        # On the job's agent shards like any session, with this replay's own tool actor.
+        self._actor = _agent_shard(self.session_id)
+        self._open_args = (encode(spec), tool_actor, self._predictor, schemas)
+        self._open()
 
 
 def replay_trajectory(

@@ -8,10 +8,12 @@ tools' own work runs in subprocesses and threads outside Ray's CPU accounting.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
@@ -21,7 +23,7 @@ import msgspec
 import ray
 
 from raygent.actors import AgentActor, AgentSpec, PredictorActor, StoreSpec, ToolActor, decode_history
-from raygent.errors import AgentError, ConfigError, RaygentError
+from raygent.errors import AgentError, ConfigError, RaygentError, SessionNotOpen
 from raygent.messages import (
     ApprovalRequest,
     AssistantMessage,
@@ -165,9 +167,53 @@ def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
 
 
 WORKSPACE_STORE = "workspace"
-# Restarts Ray allows an Agent's actor (each reloads the session from the store); a run in
-# flight is resumed as many times.
+# Restarts Ray allows an agent shard (after each, its sessions are opened again from their
+# stores); a run in flight is resumed as many times.
 AGENT_MAX_RESTARTS = 3
+# Calls in flight at once on one agent shard, and on one workspace's ToolActor: every run of a
+# session is a streaming call held open for the whole run (or while it waits in its mailbox),
+# and every model turn's tools one more on the ToolActor; Ray's default of 1,000 for an async
+# actor would stall a shard hosting a few thousand sessions.
+AGENT_MAX_CONCURRENCY = 10_000
+TOOL_MAX_CONCURRENCY = 10_000
+# Longest a call waits for an agent shard that is restarting after a crash (seconds), polling
+# every _RESTART_POLL_S.
+RESTART_WAIT_S = 60.0
+_RESTART_POLL_S = 0.1
+
+
+def agent_shards() -> int:
+    """How many agent shards (``raygent-agents-{i}``) this job's sessions are spread over.
+
+    ``raygent.init(agent_shards=N)`` when given; otherwise the cluster's CPU count when the
+    first session starts (at least 1), kept for the rest of the job so that a session id always
+    maps to the same shard.
+    """
+    if _SETTINGS.agent_shards is None:
+        _SETTINGS.agent_shards = max(1, int(ray.cluster_resources().get("CPU", 0)))
+    return _SETTINGS.agent_shards
+
+
+def shard_of(session_id: str, shards: int) -> int:
+    """The shard (``0 <= i < shards``) hosting ``session_id``: CRC-32 of its UTF-8 bytes modulo
+    ``shards``, the same in every process (Python's ``hash`` of a str is salted per process)."""
+    return zlib.crc32(session_id.encode()) % shards
+
+
+def _agent_shard(session_id: str) -> Any:
+    """The handle of the agent shard hosting ``session_id``, created if it does not exist yet
+    (named, so every driver and worker of the job finds the same one)."""
+    name = f"raygent-agents-{shard_of(session_id, agent_shards())}"
+    key = (ray.get_runtime_context().get_job_id(), name)
+    handle = _SHARED_ACTORS.get(key)
+    if handle is None:
+        handle = _remote(AgentActor).options(
+            **{"max_restarts": AGENT_MAX_RESTARTS, "max_concurrency": AGENT_MAX_CONCURRENCY, **_SETTINGS.agent_actor_options},
+            name=name, get_if_exists=True,
+        ).remote()
+        # A named actor still dies when the handle that created it is collected: keep it.
+        _SHARED_ACTORS[key] = handle
+    return handle
 
 
 def _store_spec(store: SQLiteStore | PostgresStore | str | Path | None, workspace: Path) -> StoreSpec | None:
@@ -182,7 +228,8 @@ def _store_spec(store: SQLiteStore | PostgresStore | str | Path | None, workspac
     return spec
 
 
-# Handles of the shared named actors (tool actor per workspace, predictor), by (job id, name).
+# Handles of the shared named actors (tool actor per workspace, predictor, agent shards), by
+# (job id, name).
 _SHARED_ACTORS: dict[tuple[str, str], Any] = {}
 
 
@@ -222,7 +269,13 @@ class RunResult(msgspec.Struct):
 
 
 class Agent:
-    """An agent session on Ray: one ``AgentActor``, the workspace's ``ToolActor``, the predictor.
+    """An agent session on Ray: hosted by one of the job's agent shards, with the workspace's
+    ``ToolActor`` and the predictor.
+
+    The session lives on the shard its id hashes to (:func:`shard_of`, over
+    :func:`agent_shards` shards named ``raygent-agents-{i}``), beside the other sessions of
+    that shard; its prompts run one at a time in the order they were sent (its mailbox), while
+    other sessions run concurrently.
 
     Parameters
     ----------
@@ -286,6 +339,10 @@ class Agent:
         object: its database (the actor opens its own connection, so an in-memory SQLite
         store is refused; a PostgreSQL store lets the session survive the loss of its node).
         ``None``: the history lives in the actor's memory only and dies with it.
+    session_id : str, optional
+        The session's id (default: a new uuid4 hex). An id whose history is in ``store``
+        reopens that conversation: the history is restored and the next prompt continues it
+        (the other arguments configure the reopened session as for a new one).
 
     Raises
     ------
@@ -298,7 +355,8 @@ class Agent:
         An endpoint is configured without a model name, or a tool's name is taken (by a
         built-in, or by another tool of the workspace with a different schema); for an MCP
         server's tool this is :class:`~raygent.tools.MCPConfigError`; or a threshold is
-        outside (0, 1]; or ``store`` is an in-memory SQLite store.
+        outside (0, 1]; or ``store`` is an in-memory SQLite store; or ``session_id`` is empty
+        (:class:`~raygent.errors.ConfigError`).
     StoreError
         The store cannot be opened.
     MCPConnectError
@@ -327,7 +385,10 @@ class Agent:
         compact_threshold: float | None = 0.9,
         speculation_threshold: float | None = 0.5,
         store: SQLiteStore | PostgresStore | str | Path | None = WORKSPACE_STORE,
+        session_id: str | None = None,
     ) -> None:
+        if session_id is not None and (not isinstance(session_id, str) or not session_id):
+            raise ConfigError(f"session_id must be a non-empty str, got {session_id!r}", setting="session_id")
         for name, value in (("compact_threshold", compact_threshold), ("speculation_threshold", speculation_threshold)):
             if value is not None and not 0 < value <= 1:
                 raise ValueError(f"{name} must be in (0, 1] or None, got {value}")
@@ -342,7 +403,7 @@ class Agent:
         if rate_limits is not None:
             provider = msgspec.structs.replace(provider, rate_limits=rate_limits)
         self.model = provider.display_name
-        self.session_id = uuid.uuid4().hex
+        self.session_id = session_id or uuid.uuid4().hex
         init()
         # One ToolActor per workspace and one predictor per job, shared by every Agent.
         key = hashlib.sha1(str(root).encode()).hexdigest()[:16]
@@ -350,7 +411,7 @@ class Agent:
         # are never retried by Ray, since a mutating tool must not run twice: the agent actor
         # re-runs only read-only calls it lost (AgentActor._run_tools).
         self._tools = _remote(ToolActor).options(
-            **{"max_restarts": -1, **_SETTINGS.tool_actor_options},
+            **{"max_restarts": -1, "max_concurrency": TOOL_MAX_CONCURRENCY, **_SETTINGS.tool_actor_options},
             name=f"raygent-tools-{key}", get_if_exists=True,
         ).remote(str(root), default_timeout_s=tool_timeout_s)
         self._predictor = _remote(PredictorActor).options(
@@ -382,19 +443,40 @@ class Agent:
             store=_store_spec(store, root),
             read_only_tools=frozenset(_get(self._tools.read_only_tools.remote())),
         )
-        # Without a store a restarted actor would have forgotten the session: let it die.
+        # Without a store a restarted shard has forgotten the session for good: its runs fail.
         self._restarts = AGENT_MAX_RESTARTS if spec.store is not None else 0
-        self._actor = _remote(AgentActor).options(
-            **{"max_restarts": self._restarts, **_SETTINGS.agent_actor_options}
-        ).remote(
-            encode(spec), self._tools, self._predictor, schemas
-        )
-        self._prompts = 0
+        self._actor = _agent_shard(self.session_id)
+        self._open_args = (encode(spec), self._tools, self._predictor, schemas)
+        self._open()
 
-    # Class-level defaults: a subclass that builds its actors itself (replay's _ReplayAgent)
-    # runs without a store, so without restarts, and counts its prompts from 0.
+    # Class-level defaults: a subclass that builds its session itself (replay's _ReplayAgent)
+    # runs without a store, so without restarts.
     _restarts = 0
     _prompts = 0
+    _closed = False
+
+    def _open(self) -> None:
+        """Open the session on its shard (restored from the store when it is there)."""
+        info = _get_when_up(lambda: self._actor.open.remote(*self._open_args))
+        # Numbers this handle's prompts for the session's mailbox; a handle that sent prompts
+        # the store has not seen (a crash) keeps counting from its own figure.
+        self._prompts = max(self._prompts, info["prompts"])
+
+    def _call(self, method: str, *args: Any) -> Any:
+        """A per-session call to the shard; a shard that no longer holds the session (it
+        restarted) gets it opened again from the store, and the call is made once more."""
+        if self._closed:
+            raise AgentError(f"session {self.session_id!r} is closed", kind="closed")
+        def call() -> Any:
+            return getattr(self._actor, method).remote(self.session_id, *args)
+
+        try:
+            return _get_when_up(call)
+        except SessionNotOpen:
+            if not self._restarts:
+                raise
+            self._open()
+            return _get_when_up(call)
 
     def stream(
         self,
@@ -457,15 +539,17 @@ class Agent:
             batches, buffer_size=buffer_size, flush_interval_ms=flush_interval_ms,
             text_only=text_only, include=include,
         )
+        if self._closed:
+            raise AgentError(f"session {self.session_id!r} is closed", kind="closed")
         self._prompts += 1
         number = self._prompts
         batches.refs = self._actor.run.options(num_returns="streaming").remote(
-            prompt, buffer_size, flush_interval_ms
+            self.session_id, prompt, number, buffer_size, flush_interval_ms
         )
         if self._restarts:
             batches.resumes_left = self._restarts
             batches.resume = lambda: self._actor.resume.options(num_returns="streaming").remote(
-                prompt, number, buffer_size, flush_interval_ms
+                self.session_id, prompt, number, buffer_size, flush_interval_ms, self._open_args
             )
         return stream
 
@@ -540,7 +624,7 @@ class Agent:
         ApprovalError
             ``call_id`` is not waiting (unknown, already answered, or its run ended).
         """
-        _get(self._actor.approve.remote(call_id))
+        self._call("approve", call_id)
 
     def deny(self, call_id: str, reason: str = "") -> None:
         """Refuse a tool call that waits for approval: the model gets an error result of kind
@@ -551,11 +635,11 @@ class Agent:
         ApprovalError
             ``call_id`` is not waiting (unknown, already answered, or its run ended).
         """
-        _get(self._actor.deny.remote(call_id, reason))
+        self._call("deny", call_id, reason)
 
     def pending_approvals(self) -> list[str]:
         """Ids of the tool calls waiting for :meth:`approve` / :meth:`deny`."""
-        return _get(self._actor.pending_approvals.remote())
+        return self._call("pending_approvals")
 
     def cancel(self) -> bool:
         """Cancel the run in progress, from any thread (e.g. while another reads its stream).
@@ -577,32 +661,37 @@ class Agent:
         AgentError
             ``kind="actor_died"`` when the agent's actor is gone.
         """
-        return bool(_get(self._actor.cancel.remote()))
+        return bool(self._call("cancel"))
 
     def history(self) -> list[Message]:
         """The full conversation so far (system prompt first)."""
-        return decode_history(_get(self._actor.history.remote()))
+        return decode_history(self._call("history"))
 
     def status(self) -> dict[str, Any]:
         """State, error kind, totals and recent transitions of the session."""
-        return _get(self._actor.status.remote())
+        return self._call("status")
 
     def metrics(self) -> SessionMetrics:
         """The session's figures: tool latency p50/p99, cache hit ratio, turn and prompt latency,
         time to first token, tokens and state transition counts (see
         :class:`raygent.observability.SessionMetrics`)."""
-        return decode(_get(self._actor.metrics_snapshot.remote()), SessionMetrics)
+        return decode(self._call("metrics_snapshot"), SessionMetrics)
 
     def next_tools(self, after: str | None, k: int = 3) -> list[tuple[str, float]]:
         """The predictor's most likely next tools after ``after`` (over every session of the job)."""
         return _get(self._predictor.next_tools.remote(after, k))
 
     def close(self) -> None:
-        """End the session and free its actor (the shared tool actor and predictor stay)."""
+        """End the session: its run in progress stops, its shard frees it (the shard, the
+        shared tool actor and the predictor stay), and this handle refuses further calls
+        (``AgentError(kind="closed")``). Closing twice does nothing. With a store, the
+        history stays there: ``Agent(session_id=...)`` reopens it."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            _get(self._actor.shutdown.remote())
+            _get_when_up(lambda: self._actor.close.remote(self.session_id))
         finally:
-            ray.kill(self._actor)
             # Fire-and-forget, like every predictor message: closing never waits on it.
             self._predictor.end_session.remote(self.session_id)
 
@@ -621,14 +710,26 @@ class _RayBatches:
         # Starts AgentActor.resume once the actor died mid-run (Ray restarts it from the store).
         self.resume: Callable[[], Any] | None = None
         self.resumes_left = 0
+        self._restart_deadline: float | None = None
 
-    def _resumed(self, e: BaseException) -> bool:
-        if self.resume is None or self.resumes_left <= 0 or not isinstance(e, ray.exceptions.RayActorError):
-            return False
+    def _resume_delay_s(self, e: BaseException) -> float | None:
+        """Seconds to wait before resuming the run after ``e``, or None when it cannot go on."""
+        if self.resume is None:
+            return None
+        if isinstance(e, ray.exceptions.ActorUnavailableError):
+            # The shard is restarting (the resume sent after its death came too early): wait
+            # for it, up to RESTART_WAIT_S, without spending a resume.
+            now = time.monotonic()
+            if self._restart_deadline is None:
+                self._restart_deadline = now + RESTART_WAIT_S
+            return _RESTART_POLL_S if now < self._restart_deadline else None
+        # The shard died mid-run (RayActorError), or it had restarted before the run reached it
+        # and no longer held the session (SessionNotOpen): resume reopens it from the store.
+        lost = isinstance(e, ray.exceptions.RayActorError) or isinstance(getattr(e, "cause", None), SessionNotOpen)
+        if not lost or self.resumes_left <= 0:
+            return None
         self.resumes_left -= 1
-        # Queued by Ray until the restarted actor is up; it fails at once if the actor is gone.
-        self.refs = self.resume()
-        return True
+        return 0.0
 
     def __iter__(self) -> Iterator[list[Chunk]]:
         while True:
@@ -637,9 +738,13 @@ class _RayBatches:
             except StopIteration:
                 return
             except Exception as e:
-                if self._resumed(e):
-                    continue
-                raise _translate(e) from e
+                delay_s = self._resume_delay_s(e)
+                if delay_s is None:
+                    raise _translate(e) from e
+                time.sleep(delay_s)
+                self.refs = self.resume()  # type: ignore[misc]
+                continue
+            self._restart_deadline = None
             yield decode(data, list[Chunk])
 
     async def __aiter__(self) -> AsyncIterator[list[Chunk]]:
@@ -650,9 +755,13 @@ class _RayBatches:
             except StopAsyncIteration:
                 return
             except Exception as e:
-                if self._resumed(e):
-                    continue
-                raise _translate(e) from e
+                delay_s = self._resume_delay_s(e)
+                if delay_s is None:
+                    raise _translate(e) from e
+                await asyncio.sleep(delay_s)
+                self.refs = self.resume()  # type: ignore[misc]
+                continue
+            self._restart_deadline = None
             yield decode(data, list[Chunk])
 
 
@@ -661,6 +770,23 @@ def _get(ref: Any) -> Any:
         return ray.get(ref)
     except Exception as e:
         raise _translate(e) from e
+
+
+def _get_when_up(make_ref: Callable[[], Any]) -> Any:
+    """``_get(make_ref())``, made again while the actor is restarting: Ray answers a call to a
+    restarting actor with ActorUnavailableError at once instead of queueing it. Only for
+    calls that may run twice (idempotent or read-only: the first may have run before the
+    death). Waits at most RESTART_WAIT_S."""
+    deadline = time.monotonic() + RESTART_WAIT_S
+    while True:
+        try:
+            return ray.get(make_ref())
+        except ray.exceptions.ActorUnavailableError as e:
+            if time.monotonic() >= deadline:
+                raise _translate(e) from e
+            time.sleep(_RESTART_POLL_S)
+        except Exception as e:
+            raise _translate(e) from e
 
 
 def _translate(e: BaseException) -> BaseException:
