@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import raygent
-from raygent.errors import AgentError, ConfigError, RaygentError
+from raygent.errors import ConfigError, RaygentError
 from raygent.runtime import _SETTINGS, _SHARED_ACTORS, shard_of
 
 pytestmark = pytest.mark.ray
@@ -70,9 +70,7 @@ def _id_on_fresh_shard() -> str:
 
 
 def _drop_shard(ray) -> None:
-    key = (ray.get_runtime_context().get_job_id(), f"raygent-agents-{SHARDS - 1}")
-    handle = _SHARED_ACTORS.pop(key, None) or ray.get_actor(key[1])
-    ray.kill(handle)
+    ray.kill(ray.get_actor(f"raygent-agents-{SHARDS - 1}"))
 
 
 def test_actor_options_reach_the_agent_and_tool_actors(ray_cluster, settings, tmp_path):
@@ -98,25 +96,30 @@ def test_actor_options_reach_the_agent_and_tool_actors(ray_cluster, settings, tm
 
 def test_an_unsatisfiable_resource_leaves_the_agent_shard_pending(ray_cluster, settings, tmp_path):
     raygent.init(agent_shards=SHARDS, agent_actor_options={"resources": {"raygent_test_nowhere": 1}})
-    outcome: list[BaseException | None] = []
+    outcome: list[BaseException | raygent.Agent] = []
 
     def make() -> None:
         try:
-            raygent.Agent(workspace=tmp_path, model="scripted", store=None, session_id=_id_on_fresh_shard())
-            outcome.append(None)
+            outcome.append(raygent.Agent(workspace=tmp_path, model="scripted", store=None, session_id=_id_on_fresh_shard()))
         except BaseException as e:
             outcome.append(e)
 
     maker = threading.Thread(target=make, daemon=True)
     maker.start()
     maker.join(timeout=3.0)
+    # The Agent waits for its session to open on a shard no node can host.
+    assert maker.is_alive() and outcome == []
+    # Killed, the pending shard is replaced by one made with the options of now.
+    raygent.init(agent_actor_options={})
+    _drop_shard(ray_cluster)
+    maker.join(timeout=120)
+    assert len(outcome) == 1 and isinstance(outcome[0], raygent.Agent), outcome
+    agent = outcome[0]
     try:
-        # The Agent waits for its session to open on a shard no node can host.
-        assert maker.is_alive() and outcome == []
+        assert agent.run("where is the scheduler?").tool_calls
     finally:
+        agent.close()
         _drop_shard(ray_cluster)
-        maker.join(timeout=120)
-    assert len(outcome) == 1 and isinstance(outcome[0], AgentError) and outcome[0].kind == "actor_died"
 
 
 def test_shutdown_forgets_the_settings(ray_cluster):

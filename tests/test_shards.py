@@ -8,8 +8,6 @@ import os
 import signal
 import time
 import uuid
-import zlib
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +25,7 @@ from raygent.messages import (
     UserMessage,
     decode,
 )
-from raygent.runtime import agent_shards, shard_of
+from raygent.runtime import _SETTINGS, agent_shards, shard_of
 from raygent.store import SQLiteStore, default_path
 
 from test_tool_streaming import write_trajectory
@@ -285,28 +283,55 @@ def test_reopen_a_conversation_by_session_id(ray_cluster, tmp_path):
         again.close()
 
 
+FRESH_SHARDS = 64
+FRESH_INDEX = 62  # test_placement uses 63
+
+
+@pytest.fixture
+def fresh_ids(ray_cluster):
+    """Session ids that land on a shard of their own, new for this test (so it has every
+    restart left) and removed afterwards: the tests that kill a shard use it."""
+    saved = _SETTINGS.agent_shards
+    raygent.init(agent_shards=FRESH_SHARDS)
+
+    def ids(n: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < n:
+            sid = uuid.uuid4().hex
+            if shard_of(sid, FRESH_SHARDS) == FRESH_INDEX:
+                out.append(sid)
+        return out
+
+    yield ids
+    _SETTINGS.agent_shards = saved
+    try:
+        ray_cluster.kill(ray_cluster.get_actor(f"raygent-agents-{FRESH_INDEX}"))
+    except ValueError:
+        pass  # never made, or gone
+
+
 def _kill_and_wait_for_restart(ray, shard) -> None:
     pid = ray.get(shard.pid.remote())
     os.kill(pid, signal.SIGKILL)
-    for _ in range(600):  # Ray queues calls to a restarting actor; one sent as it died fails
+    for _ in range(600):  # bounded: about 60 s
         try:
             if ray.get(shard.pid.remote()) != pid:
                 return
-        except ray.exceptions.RayActorError:
+        except ray.exceptions.ActorUnavailableError:  # restarting
             pass
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise AssertionError("the shard did not restart")
 
 
 @pytest.mark.ray
-def test_a_restarted_shard_reopens_its_sessions_from_the_store(ray_cluster, tmp_path):
+def test_a_restarted_shard_reopens_its_sessions_from_the_store(ray_cluster, tmp_path, fresh_ids):
     ws = tmp_path / "ws"
     ws.mkdir()
     model = write_trajectory(
         tmp_path / "run.json",
         [("first", [{"command": "echo one"}, {"content": "one"}]), ("second", [{"content": "two"}])],
     )
-    agent = raygent.Agent(workspace=ws, model=model)
+    agent = raygent.Agent(workspace=ws, model=model, session_id=fresh_ids(1)[0])
     try:
         agent.run("first")
         before = agent.history()
@@ -321,8 +346,8 @@ def test_a_restarted_shard_reopens_its_sessions_from_the_store(ray_cluster, tmp_
 
 
 @pytest.mark.ray
-def test_a_restarted_shard_without_a_store_has_lost_the_session(ray_cluster, tmp_path):
-    agent = raygent.Agent(workspace=tmp_path, model="scripted", store=None)
+def test_a_restarted_shard_without_a_store_has_lost_the_session(ray_cluster, tmp_path, fresh_ids):
+    agent = raygent.Agent(workspace=tmp_path, model="scripted", store=None, session_id=fresh_ids(1)[0])
     try:
         _kill_and_wait_for_restart(ray_cluster, agent._actor)
         with pytest.raises(SessionNotOpen):
@@ -337,11 +362,11 @@ MUTATE = "echo ran >> {name}.txt; sleep 4; echo slept"
 
 
 @pytest.mark.ray
-def test_two_sessions_of_a_killed_shard_both_complete_with_nothing_lost(ray_cluster, tmp_path):
+def test_two_sessions_of_a_killed_shard_both_complete_with_nothing_lost(ray_cluster, tmp_path, fresh_ids):
     ws = tmp_path / "ws"
     ws.mkdir()
     agents, streams, seen = [], [], []
-    for name, sid in zip(("a", "b"), _ids_on_one_shard(2)):
+    for name, sid in zip(("a", "b"), fresh_ids(2)):
         model = write_trajectory(
             tmp_path / f"{name}.json",
             [(f"change {name}", [{"command": MUTATE.format(name=name)}, {"content": f"finished {name}"}])],

@@ -162,6 +162,8 @@ def shutdown(*, mcp_close_timeout_s: float = 10.0) -> None:
         if closing:
             ray.wait(closing, num_returns=len(closing), timeout=mcp_close_timeout_s)
     _SHARED_ACTORS.clear()
+    _SHARD_HANDLES.clear()
+    _DEFAULT_SHARDS.clear()
     _SETTINGS.reset()
     ray.shutdown()
 
@@ -186,12 +188,18 @@ def agent_shards() -> int:
     """How many agent shards (``raygent-agents-{i}``) this job's sessions are spread over.
 
     ``raygent.init(agent_shards=N)`` when given; otherwise the cluster's CPU count when the
-    first session starts (at least 1), kept for the rest of the job so that a session id always
-    maps to the same shard.
+    first session starts (at least 1), kept while this process stays connected to that cluster
+    so that a session id always maps to the same shard.
     """
-    if _SETTINGS.agent_shards is None:
-        _SETTINGS.agent_shards = max(1, int(ray.cluster_resources().get("CPU", 0)))
-    return _SETTINGS.agent_shards
+    if _SETTINGS.agent_shards is not None:
+        return _SETTINGS.agent_shards
+    cluster = _cluster_id()
+    if cluster not in _DEFAULT_SHARDS:
+        _DEFAULT_SHARDS[cluster] = max(1, int(ray.cluster_resources().get("CPU", 0)))
+    return _DEFAULT_SHARDS[cluster]
+
+
+_DEFAULT_SHARDS: dict[str, int] = {}
 
 
 def shard_of(session_id: str, shards: int) -> int:
@@ -200,20 +208,51 @@ def shard_of(session_id: str, shards: int) -> int:
     return zlib.crc32(session_id.encode()) % shards
 
 
-def _agent_shard(session_id: str) -> Any:
+def _cluster_id() -> str:
+    # The node this process runs on: a new cluster (ray.shutdown() then ray.init() in one
+    # process) has new node ids, while its job ids start again from 1.
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def _agent_shard(session_id: str, *, replacing: Any = None) -> Any:
     """The handle of the agent shard hosting ``session_id``, created if it does not exist yet
-    (named, so every driver and worker of the job finds the same one)."""
+    (named, so every driver and worker of the job finds the same one).
+
+    ``replacing``: a handle of that shard whose calls failed with ``actor_died``. When the
+    actor is gone for good (out of restarts, or killed), a new one takes its name; while it
+    lives or restarts, the handle is kept.
+    """
     name = f"raygent-agents-{shard_of(session_id, agent_shards())}"
     key = (ray.get_runtime_context().get_job_id(), name)
-    handle = _SHARED_ACTORS.get(key)
+    cluster = _cluster_id()
+    known = _SHARD_HANDLES.get(key)
+    handle = known[1] if known is not None and known[0] == cluster else None
+    if handle is not None and replacing is not None and handle is replacing:
+        try:
+            named = ray.get_actor(name)
+        except ValueError:  # dead: its name is free
+            handle = None
+        else:
+            # Another process made a new shard of that name already. The same id may also be a
+            # dead actor whose name the GCS has not released yet: the caller tries again.
+            if named._actor_id != handle._actor_id:
+                handle = named
+                _SHARD_HANDLES[key] = (cluster, handle)
+                _SHARED_ACTORS[key] = handle
     if handle is None:
         handle = _remote(AgentActor).options(
             **{"max_restarts": AGENT_MAX_RESTARTS, "max_concurrency": AGENT_MAX_CONCURRENCY, **_SETTINGS.agent_actor_options},
             name=name, get_if_exists=True,
         ).remote()
         # A named actor still dies when the handle that created it is collected: keep it.
+        _SHARD_HANDLES[key] = (cluster, handle)
         _SHARED_ACTORS[key] = handle
     return handle
+
+
+# The agent shards' handles by (job id, name), with the cluster they belong to: a handle of a
+# cluster this process has left must not be used.
+_SHARD_HANDLES: dict[tuple[str, str], tuple[str, Any]] = {}
 
 
 def _store_spec(store: SQLiteStore | PostgresStore | str | Path | None, workspace: Path) -> StoreSpec | None:
@@ -457,10 +496,28 @@ class Agent:
 
     def _open(self) -> None:
         """Open the session on its shard (restored from the store when it is there)."""
-        info = _get_when_up(lambda: self._actor.open.remote(*self._open_args))
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                info = _get_when_up(lambda: self._actor.open.remote(*self._open_args))
+                break
+            except AgentError as e:
+                if e.kind != "actor_died" or time.monotonic() >= deadline:
+                    raise
+            # The shard died: Ray restarts it, or when it is gone for good (out of restarts,
+            # killed) a new one takes its name.
+            time.sleep(_RESTART_POLL_S)
+            self._actor = _agent_shard(self.session_id, replacing=self._actor)
         # Numbers this handle's prompts for the session's mailbox; a handle that sent prompts
         # the store has not seen (a crash) keeps counting from its own figure.
         self._prompts = max(self._prompts, info["prompts"])
+
+    def _resume(self, prompt: str, number: int, buffer_size: int, flush_interval_ms: float) -> Any:
+        # A shard out of restarts is replaced first; the resume opens the session on it.
+        self._actor = _agent_shard(self.session_id, replacing=self._actor)
+        return self._actor.resume.options(num_returns="streaming").remote(
+            self.session_id, prompt, number, buffer_size, flush_interval_ms, self._open_args
+        )
 
     def _call(self, method: str, *args: Any) -> Any:
         """A per-session call to the shard; a shard that no longer holds the session (it
@@ -475,8 +532,12 @@ class Agent:
         except SessionNotOpen:
             if not self._restarts:
                 raise
-            self._open()
-            return _get_when_up(call)
+        except AgentError as e:
+            if e.kind != "actor_died" or not self._restarts:
+                raise
+            self._actor = _agent_shard(self.session_id, replacing=self._actor)
+        self._open()
+        return _get_when_up(call)
 
     def stream(
         self,
@@ -548,9 +609,7 @@ class Agent:
         )
         if self._restarts:
             batches.resumes_left = self._restarts
-            batches.resume = lambda: self._actor.resume.options(num_returns="streaming").remote(
-                self.session_id, prompt, number, buffer_size, flush_interval_ms, self._open_args
-            )
+            batches.resume = lambda: self._resume(prompt, number, buffer_size, flush_interval_ms)
         return stream
 
     def astream(self, prompt: str, **options: Any) -> Stream:
@@ -729,7 +788,7 @@ class _RayBatches:
         if not lost or self.resumes_left <= 0:
             return None
         self.resumes_left -= 1
-        return 0.0
+        return _RESTART_POLL_S
 
     def __iter__(self) -> Iterator[list[Chunk]]:
         while True:
