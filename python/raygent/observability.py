@@ -569,10 +569,12 @@ def default_sinks(*, model: str, provider: str, session_id: str) -> list[Metrics
         # One per process (and Ray job), shared by its sessions: each RayMetricsSink registers
         # eight ray.util.metrics objects, and an agent shard hosts thousands of sessions (the
         # metrics carry no session tag, so sharing changes no series).
-        job = ray.get_runtime_context().get_job_id()
-        if job not in _RAY_SINKS:
-            _RAY_SINKS[job] = RayMetricsSink()
-        sinks.append(_RAY_SINKS[job])
+        context = ray.get_runtime_context()
+        # The node too: job ids start again from 1 on a new cluster in the same process.
+        key = f"{context.get_node_id()}:{context.get_job_id()}"
+        if key not in _RAY_SINKS:
+            _RAY_SINKS[key] = RayMetricsSink()
+        sinks.append(_RAY_SINKS[key])
     if GenAISpanSink.available():
         sinks.append(GenAISpanSink(model=model, provider=provider, session_id=session_id))
     return sinks
