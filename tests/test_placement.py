@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,8 +71,18 @@ def _id_on_fresh_shard() -> str:
     return next(sid for sid in (uuid.uuid4().hex for _ in range(100_000)) if shard_of(sid, SHARDS) == SHARDS - 1)
 
 
+def _shard(ray) -> Any:
+    """The test's shard, once its creation has reached the GCS (bounded: about 60 s)."""
+    for _ in range(600):
+        try:
+            return ray.get_actor(f"raygent-agents-{SHARDS - 1}")
+        except ValueError:
+            time.sleep(0.1)
+    raise AssertionError("the shard was never made")
+
+
 def _drop_shard(ray) -> None:
-    ray.kill(ray.get_actor(f"raygent-agents-{SHARDS - 1}"))
+    ray.kill(_shard(ray))
 
 
 def test_actor_options_reach_the_agent_and_tool_actors(ray_cluster, settings, tmp_path):
@@ -106,12 +118,13 @@ def test_an_unsatisfiable_resource_leaves_the_agent_shard_pending(ray_cluster, s
 
     maker = threading.Thread(target=make, daemon=True)
     maker.start()
-    maker.join(timeout=3.0)
-    # The Agent waits for its session to open on a shard no node can host.
-    assert maker.is_alive() and outcome == []
+    shard = _shard(ray_cluster)
+    ready, _ = ray_cluster.wait([shard.pid.remote()], timeout=2.0)
+    # No node can host the shard: it stays pending, and the Agent waits for its session to open.
+    assert ready == [] and maker.is_alive() and outcome == []
     # Killed, the pending shard is replaced by one made with the options of now.
     raygent.init(agent_actor_options={})
-    _drop_shard(ray_cluster)
+    ray_cluster.kill(shard)
     maker.join(timeout=120)
     assert len(outcome) == 1 and isinstance(outcome[0], raygent.Agent), outcome
     agent = outcome[0]
