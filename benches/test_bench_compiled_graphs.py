@@ -102,10 +102,8 @@ def compiled_ok(ray_mod):
         ray.kill(tool)
 
 
-def _psutil(ray):
-    # psutil is not a raygent dependency; Ray ships its own copy (ray/thirdparty_files, on
-    # sys.path once ray is imported) and reads its workers' CPU with it.
-    return pytest.importorskip("psutil", reason="psutil (Ray's bundled copy) is needed to read CPU time")
+def _psutil():
+    return pytest.importorskip("psutil", reason="psutil reads the actors' CPU time: pip install 'raygent[bench]'")
 
 
 def _cpu_s(psutil, pids: list[int]) -> float:
@@ -116,9 +114,9 @@ def _cpu_s(psutil, pids: list[int]) -> float:
     return total
 
 
-def _idle_cores(ray, pids: list[int], idle_s: float = IDLE_S) -> float:
+def _idle_cores(pids: list[int], idle_s: float = IDLE_S) -> float:
     """CPU seconds per second (cores) the processes burn while nobody calls them."""
-    psutil = _psutil(ray)
+    psutil = _psutil()
     before = _cpu_s(psutil, pids)
     time.sleep(idle_s)
     return (_cpu_s(psutil, pids) - before) / idle_s
@@ -224,10 +222,10 @@ def test_idle_cost_and_turn_share(ray_mod, compiled_ok, shared_data):
             ray.get(pair.agent.check.remote(2_000), timeout=120)
             trips = ray.get(pair.agent.trips.remote(300))
             p50_s[how] = statistics.median(trips[50:])  # past the warm-up
-            idle[how] = _idle_cores(ray, pair.pids)
+            idle[how] = _idle_cores(pair.pids)
             if how == COMPILED:
                 ray.get(pair.agent.close.remote(), timeout=120)
-                idle["compiled graph, torn down"] = _idle_cores(ray, pair.pids)
+                idle["compiled graph, torn down"] = _idle_cores(pair.pids)
     report = replay_trajectory(TRAJECTORY)
     assert report.history_matches, report.history_difference
     totals = report.totals()
