@@ -342,7 +342,7 @@ def test_structure_no_streaming_generators_no_async_methods(ray_mod, tool):
 
 def test_structure_teardown_frees_the_actor_and_death_ends_the_graph(ray_mod, tool):
     ray = ray_mod
-    from ray.exceptions import RayChannelError, RayError
+    from ray.exceptions import RayActorError, RayChannelError, RayError
 
     graph = _compile(tool)
     check_answer(ray.get(graph.execute(make_call("call_1")), timeout=60), "call_1", 100)
@@ -356,6 +356,16 @@ def test_structure_teardown_frees_the_actor_and_death_ends_the_graph(ray_mod, to
         check_answer(ray.get(again.execute(make_call("call_4")), timeout=60), "call_4", 100)
         # A graph does not survive its actor: no restart, the channel is closed.
         ray.kill(tool)
+        # ray.kill returns before the process is gone, and calls can still reach it meanwhile:
+        # wait (bounded) until an ordinary call fails.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ray.get(tool.pid.remote(), timeout=30)
+            except RayActorError:
+                break
+            assert time.monotonic() < deadline, "the killed tool actor still answers after 60 s"
+            time.sleep(0.1)
         with pytest.raises(RayError):
             ray.get(again.execute(make_call("call_5")), timeout=30)
     finally:

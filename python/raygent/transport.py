@@ -21,18 +21,18 @@ batch back into a list in send order.
 **Ray Compiled Graphs are not used**: the ``AgentActor`` -> ``ToolActor`` hot path stays on
 ordinary calls. Figures from ``benches/test_bench_compiled_graphs.py`` (Ray 2.60, the 2-core
 machine shared with other work, load average 20-28, so read ranges): a 2 KB tool round trip
-took p50 0.3-0.37 ms through a compiled graph, 1.1-1.2 ms as an actor call and 2.5-2.8 ms as the
-``run_turn`` streaming generator raygent uses, a saving of about 2 ms per tool call; in the most
+took p50 0.3-0.37 ms through a compiled graph, 1.1-1.2 ms as an actor call and 2.0-2.8 ms as the
+``run_turn`` streaming generator raygent uses, a saving of 1.7-2.2 ms per tool call; in the most
 loaded run the compiled graph's lead vanished (3.6 ms against 4.2 and 3.8 ms per trip; at 1 MB
 16.6 ms against 4.7 and 12.4 ms), because its polling loop competes for the same two cores. A
 turn is a model response (50 ms to seconds) plus tools (the 35 recorded SWE-agent calls: p50
 228 ms, 115 ms to 1.95 s) plus raygent's own overhead (``raygent replay``: 9-13 ms per turn),
-so 2 ms is 0.8% of a turn at p50 with a 50 ms model response, 0.2% with 1 s, 3.5% at most
-with a tool that takes no time. The costs: each compiled actor polls while idle (0.12-0.36 of a
-core under that load, against 0.02 for ordinary actors and for the same actor once the graph
-is torn down); ``run_turn`` is a streaming generator (refused at compile time) on an asyncio
-actor (``async def`` methods fail: the graph does not await them); a ToolActor serves every
-session of its workspace but runs one graph at a time (a second graph's executions wait
+so the saving is 0.6-0.8% of a turn at p50 with a 50 ms model response, 0.1-0.2% with 1 s,
+2.7-3.7% at most with a tool that takes no time. The costs: each compiled actor polls while idle
+(0.12-0.56 of a core under that load, against 0.02 for ordinary actors and for the same actor
+once the graph is torn down); ``run_turn`` is a streaming generator (refused at compile time)
+on an asyncio actor (``async def`` methods fail: the graph does not await them); a ToolActor
+serves every session of its workspace but runs one graph at a time (a second graph's executions wait
 until the first is torn down); ordinary calls such as ``cancel`` run meanwhile on another
 thread; a graph dies with its actor (its channels close; it must be compiled again). For many
 small messages :class:`Batcher` is faster anyway: 48 µs per one-way 2 KB message against 392 µs
