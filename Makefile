@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 
 # The editable install runs maturin, which builds the Rust extension raygent._native; it is
 # redone whenever the Rust sources or the package metadata change.
-$(VENV)/.installed: pyproject.toml Cargo.toml $(wildcard rust/src/*.rs)
+$(VENV)/.installed: pyproject.toml Cargo.toml $(wildcard rust/src/*.rs rust/src/*/*.rs)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench]'

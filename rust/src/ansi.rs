@@ -11,6 +11,12 @@
 //! between chunks is the parser state and at most three bytes of a UTF-8 character cut by a
 //! chunk boundary.
 //!
+//! The ground state has two fast paths that give the same result as stepping: text is copied
+//! up to the next ESC or C1 control a vector at a time, and colored output, where a sequence
+//! comes every few characters, is taken 64 units at a time by the `window` module (whole
+//! `ESC [ ... final` sequences found with bit masks, the text kept written with one compress
+//! or a copy per run).
+//!
 //! What is removed:
 //! - CSI sequences (`ESC [` or C1 `0x9B`): parameters `0x30..=0x3F` (digits, `;`, `:`
 //!   sub-parameters, private markers `<=>?`), intermediates `0x20..=0x2F`, final `0x40..=0x7E`;
@@ -45,6 +51,8 @@
 use std::borrow::Cow;
 
 use memchr::memchr2;
+
+mod window;
 
 const ESC: u8 = 0x1B;
 const BEL: u8 = 0x07;
@@ -160,6 +168,13 @@ trait Sink {
     }
     /// A complete control sequence with final byte `final_byte`.
     fn csi(&mut self, _final_byte: u8, _params: &CsiParams) {}
+    /// Take what [`window::strip_windows`] decides of valid UTF-8 `input[i..end]` from the
+    /// ground state; return where it stopped. Sinks that want the control sequences take
+    /// nothing.
+    #[inline]
+    fn windows(&mut self, _input: &[u8], i: usize, _end: usize) -> usize {
+        i
+    }
     /// Take `input[i..end]` up to its first ESC or `C2` byte; return that byte's index, or
     /// `end`.
     #[inline]
@@ -182,6 +197,19 @@ impl Sink for Vec<u8> {
     #[inline]
     fn text(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn windows(&mut self, input: &[u8], i: usize, end: usize) -> usize {
+        self.reserve(end - i);
+        let len = self.len();
+        // SAFETY: room for `end - i` more bytes was reserved; `set_len` covers what was written.
+        unsafe {
+            let (next, written) =
+                window::strip_windows::<u8, true>(input, i, end, self.as_mut_ptr().add(len));
+            self.set_len(len + written);
+            next
+        }
     }
     #[inline]
     fn byte(&mut self, b: u8) {
@@ -318,7 +346,7 @@ impl Stripper {
 
     fn feed_into<S: Sink>(&mut self, input: &[u8], out: &mut S) {
         let start = self.resume_pending(input, out, false);
-        self.run(input, start, out, false);
+        self.run(input, start, start, out, false);
     }
 
     fn finish_into<S: Sink>(&mut self, out: &mut S) {
@@ -357,20 +385,29 @@ impl Stripper {
     }
 
     /// Strip `input[i..]`. With `at_end`, a character cut at the end is decoded as invalid
-    /// bytes instead of being held for the next chunk.
-    fn run<S: Sink>(&mut self, input: &[u8], mut i: usize, out: &mut S, at_end: bool) {
+    /// bytes instead of being held for the next chunk. `input[i..valid_to]` is known to be
+    /// valid UTF-8 (`valid_to <= i` when nothing is known).
+    fn run<S: Sink>(
+        &mut self,
+        input: &[u8],
+        mut i: usize,
+        valid_to: usize,
+        out: &mut S,
+        at_end: bool,
+    ) {
         // End of the known-valid UTF-8 region that starts at or before `i` (bytes mode): the
         // ground fast path may copy up to it without decoding. Kept across iterations so each
         // byte is validated once.
         let mut valid_end = match self.mode {
             Mode::Text => input.len(),
-            Mode::Bytes => i,
+            Mode::Bytes => valid_to.max(i),
         };
         while i < input.len() {
             if self.state == State::Ground {
                 if i >= valid_end {
                     valid_end = i + valid_utf8_prefix(&input[i..]);
                 }
+                i = out.windows(input, i, valid_end);
                 i = copy_text(input, i, valid_end, out);
                 if i >= input.len() {
                     break;
@@ -859,7 +896,8 @@ pub fn render(data: &[u8], mode: Mode) -> Cow<'_, [u8]> {
 
 /// Length of the longest valid UTF-8 prefix of `bytes`.
 fn valid_utf8_prefix(bytes: &[u8]) -> usize {
-    match std::str::from_utf8(bytes) {
+    // simdutf8 validates a vector at a time, where std goes a byte at a time once past ASCII.
+    match simdutf8::compat::from_utf8(bytes) {
         Ok(_) => bytes.len(),
         Err(e) => e.valid_up_to(),
     }
@@ -894,7 +932,7 @@ pub fn strip(data: &[u8], mode: Mode) -> Cow<'_, [u8]> {
         None if valid == data.len() => return Cow::Borrowed(data),
         None => valid,
     };
-    Cow::Owned(strip_from(data, start, mode))
+    Cow::Owned(strip_from(data, start, valid, mode))
 }
 
 /// Strip `text` in one go. Text without ESC or C1 controls is returned borrowed.
@@ -913,12 +951,13 @@ pub fn strip_bytes(data: &[u8]) -> Cow<'_, [u8]> {
     strip(data, Mode::Bytes)
 }
 
-/// `data[..start]` is plain text ending on a character boundary; strip the rest.
-fn strip_from(data: &[u8], start: usize, mode: Mode) -> Vec<u8> {
+/// `data[..start]` is plain text ending on a character boundary and `data[..valid]` is valid
+/// UTF-8; strip the rest.
+fn strip_from(data: &[u8], start: usize, valid: usize, mode: Mode) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     out.extend_from_slice(&data[..start]);
     let mut stripper = Stripper::new(mode);
-    stripper.run(data, start, &mut out, true);
+    stripper.run(data, start, valid, &mut out, true);
     stripper.finish(&mut out);
     out
 }
@@ -930,7 +969,7 @@ fn strip_from(data: &[u8], start: usize, mode: Mode) -> Vec<u8> {
 /// other) or `u32` (UCS-4). A unit is a code point, so there is no decoding and nothing held
 /// between chunks: units `0x80..=0x9F` are C1 controls, units `0xA0` and above are text (the
 /// same [`Unit::Other`] as a UTF-8 character at or above U+00A0).
-pub trait CodeUnit: Copy + Eq + Send + Sync + 'static {
+pub trait CodeUnit: window::Lanes + Copy + Eq + Send + Sync + 'static {
     fn value(self) -> u32;
     fn from_ascii(b: u8) -> Self;
 
@@ -1255,7 +1294,12 @@ impl Stripper {
         let mut i = 0;
         while i < n {
             if self.state == State::Ground {
-                i = T::copy_until_special(input, i, n, out);
+                // SAFETY: `out` has room for a unit per unit of `input` and is never ahead of
+                // the read position, so for `n - i` units from its end.
+                let (next, written) =
+                    unsafe { window::strip_windows::<T, false>(input, i, n, out.ptr.add(out.len)) };
+                out.len += written;
+                i = T::copy_until_special(input, next, n, out);
                 if i >= n {
                     break;
                 }
@@ -1868,6 +1912,57 @@ mod tests {
             prop_assert_eq!(strip_str(&text), Cow::Borrowed(text.as_str()));
             prop_assert!(matches!(strip_str(&text), Cow::Borrowed(_)));
             prop_assert!(matches!(strip_bytes(text.as_bytes()), Cow::Borrowed(_)));
+        }
+    }
+
+    /// Long colored output: mostly whole SGR sequences and short text, as terminals get, with
+    /// now and then a piece of [`soup`], so inputs span many windows of the fast path.
+    fn colored() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            6 => "\x1b\\[[0-9;]{0,9}m".prop_map(String::into_bytes),
+            2 => "\x1b\\[[0-9:;?<>= !\"#/]{0,5}[@-~]".prop_map(String::into_bytes),
+            6 => "[a-z \n]{0,12}".prop_map(String::into_bytes),
+            2 => "[é›Ŝ😀\u{a9}\u{100}\u{ffff}]{1,3}".prop_map(String::into_bytes),
+            1 => soup(),
+        ];
+        proptest::collection::vec(piece, 10..80).prop_map(|ps| ps.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn long_colored_matches_reference(input in colored(), cuts in proptest::collection::vec(any::<usize>(), 0..4)) {
+            let expected = strip_b(&input);
+            prop_assert_eq!(&expected, &naive(&input, Mode::Bytes));
+            let chunks = chunked(&input, &cuts);
+            let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            prop_assert_eq!(&stream(&refs, Mode::Bytes), &expected);
+
+            let text = String::from_utf8_lossy(&input).into_owned();
+            let expected = strip(&text);
+            prop_assert_eq!(expected.as_bytes(), &naive(text.as_bytes(), Mode::Text)[..]);
+            let expected: Vec<u32> = expected.chars().map(u32::from).collect();
+            let u32s: Vec<u32> = text.chars().map(u32::from).collect();
+            prop_assert_eq!(&strip_units(&u32s)[..], &expected[..]);
+            prop_assert_eq!(&units_stream(&u32s, &cuts), &expected);
+            // The same text squeezed into the narrower str kinds.
+            for max in ['\u{ffff}', '\u{ff}'] {
+                let narrow: String = text.chars().map(|c| c.min(max)).collect();
+                let expected: Vec<u32> = strip(&narrow).chars().map(u32::from).collect();
+                let u16s: Vec<u16> = narrow.chars().map(|c| c as u16).collect();
+                let got: Vec<u32> = strip_units(&u16s).iter().map(|&c| u32::from(c)).collect();
+                prop_assert_eq!(&got, &expected);
+                let got: Vec<u32> = units_stream(&u16s, &cuts).into_iter().map(u32::from).collect();
+                prop_assert_eq!(&got, &expected);
+                if max == '\u{ff}' {
+                    let u8s: Vec<u8> = narrow.chars().map(|c| c as u8).collect();
+                    let got: Vec<u32> = strip_units(&u8s).iter().map(|&c| u32::from(c)).collect();
+                    prop_assert_eq!(&got, &expected);
+                    let got: Vec<u32> = units_stream(&u8s, &cuts).into_iter().map(u32::from).collect();
+                    prop_assert_eq!(&got, &expected);
+                }
+            }
         }
     }
 
