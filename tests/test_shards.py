@@ -24,6 +24,7 @@ from raygent.messages import (
     ToolResultChunk,
     UserMessage,
     decode,
+    encode,
 )
 from raygent.runtime import _SETTINGS, agent_shards, shard_of
 from raygent.store import SQLiteStore, default_path
@@ -109,6 +110,26 @@ async def test_mailbox_a_cancelled_waiter_passes_the_turn_on():
         await t2
     assert [x if isinstance(x, int) else x[1] for x in log] == [1, 3]
     assert not box.busy and box.waiting == 0
+
+
+def test_sessions_of_one_shard_share_one_copy_of_equal_tool_schemas(tmp_path):
+    from raygent.actors import AgentActor, AgentSpec
+    from raygent.providers._spec import ProviderSpec
+    from raygent.tools import builtin_tools
+
+    def schemas() -> list[dict]:  # equal each time, never the same objects
+        return decode(encode([t.schema for t in builtin_tools(tmp_path).values()]), list[dict])
+
+    actor = AgentActor()
+    a, b = (
+        actor.host(AgentSpec(session_id=sid, provider=ProviderSpec(kind="scripted")), None, None, schemas())
+        for sid in ("a", "b")
+    )
+    assert a.session.tool_schemas == b.session.tool_schemas and a.session.tool_schemas
+    assert all(x is y for x, y in zip(a.session.tool_schemas, b.session.tool_schemas))
+    other = actor.host(AgentSpec(session_id="c", provider=ProviderSpec(kind="scripted")), None, None, schemas()[:1])
+    assert other.session.tool_schemas == a.session.tool_schemas[:1]
+    assert sorted(actor.sessions) == ["a", "b", "c"]
 
 
 # --- shards on Ray -----------------------------------------------------------------------------

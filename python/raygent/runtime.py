@@ -750,6 +750,10 @@ class Agent:
         self._closed = True
         try:
             _get_when_up(lambda: self._actor.close.remote(self.session_id))
+        except AgentError as e:
+            # A shard gone for good took the session with it: nothing is left to free.
+            if e.kind != "actor_died":
+                raise
         finally:
             # Fire-and-forget, like every predictor message: closing never waits on it.
             self._predictor.end_session.remote(self.session_id)
