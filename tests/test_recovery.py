@@ -339,3 +339,22 @@ def test_a_restarted_tool_actor_still_runs_user_and_mcp_tools(ray_cluster, tmp_p
     finally:
         agent.close()
         ray_cluster.get(agent._tools.close.remote())
+
+
+@pytest.mark.ray
+def test_a_killed_predictor_comes_back_and_sessions_keep_their_hints(ray_cluster, tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "a.txt").write_text("alpha\n")
+    agent = raygent.Agent(workspace=workspace, model="scripted", store=None)
+    try:
+        before = _pid(ray_cluster, agent._predictor)
+        _kill(before)
+        assert _pid(ray_cluster, agent._predictor) != before  # Ray restarted it, empty
+        assert agent.next_tools(None) == []  # answers instead of failing with actor_died
+        agent.run("read a.txt")
+        # The restarted predictor learned the new session's calls, and hints were answered.
+        assert agent.next_tools(None)
+        assert agent.status()["hint_failures"] == 0
+    finally:
+        agent.close()

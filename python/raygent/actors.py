@@ -371,6 +371,10 @@ class PredictorActor:
         """The session is over: its sequence becomes one of the predictor's finished sessions."""
         self.predictor.end_session(session_id)
 
+    def pid(self) -> int:
+        """This actor's process id (recovery tests kill it)."""
+        return os.getpid()
+
 
 _log = logging.getLogger(__name__)
 

@@ -453,8 +453,11 @@ class Agent:
             **{"max_restarts": -1, "max_concurrency": TOOL_MAX_CONCURRENCY, **_SETTINGS.tool_actor_options},
             name=f"raygent-tools-{key}", get_if_exists=True,
         ).remote(str(root), default_timeout_s=tool_timeout_s)
+        # Restarted empty when its process or node dies: what it learned is only a hint, and
+        # it learns again from the next sessions, whereas a dead predictor would stop hints
+        # and speculation for every later session of the job.
         self._predictor = _remote(PredictorActor).options(
-            name="raygent-predictor", get_if_exists=True
+            name="raygent-predictor", get_if_exists=True, max_restarts=-1
         ).remote()
         # A named actor still dies when the handle that created it is collected, even if a later
         # get_if_exists handle is in use: keep the shared actors' handles for the driver's life.
